@@ -291,6 +291,46 @@ else
     fail "config/grafana/facteur.json is not valid JSON"
 fi
 
+# Every PromQL expression of the dashboard parses, when promtool is here
+# (Debian's prometheus package, which scripts/install-test-deps.sh installs):
+# the expressions, with Grafana's variables filled in, become recording rules.
+if command -v promtool >/dev/null 2>&1; then
+    rules=$(mktemp --suffix=.yml)
+    trap 'rm -f "$rules"' EXIT
+    if "$PYTHON" - "$rules" <<'PY' && promtool check rules "$rules" >/dev/null 2>&1; then
+import json
+import sys
+
+with open("config/grafana/facteur.json") as f:
+    dash = json.load(f)
+subst = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "6h",
+         "$instance": ".*", "$campaign": ".*"}
+
+
+def panels(ps):
+    for p in ps:
+        yield p
+        yield from panels(p.get("panels", []))
+
+
+lines = ["groups:", "  - name: dashboard", "    rules:"]
+for n, t in enumerate(t for p in panels(dash["panels"]) for t in p.get("targets", [])):
+    expr = t["expr"]
+    for k, v in subst.items():
+        expr = expr.replace(k, v)
+    lines += [f"      - record: dashboard:expr_{n}", f"        expr: {json.dumps(expr)}"]
+with open(sys.argv[1], "w") as f:
+    f.write("\n".join(lines) + "\n")
+PY
+        say "promtool: every dashboard expression parses: ok"
+    else
+        promtool check rules "$rules" || true
+        fail "a dashboard expression does not parse"
+    fi
+else
+    say "promtool not found: PromQL syntax of the dashboard not checked"
+fi
+
 if [ "$failed" -ne 0 ]; then
     say "some checks failed"
     exit 1
