@@ -1,0 +1,436 @@
+//! A connection's life, and what each attempt does to its message.
+//!
+//! resolve → connect → transactions (one per message, until the queue is
+//! empty or the connection has carried its quota) → QUIT. Each outcome is
+//! written to the message's timeline: delivered, deferred (with the next
+//! due time), bounced or expired.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::mx::RouteError;
+use super::queue::{Destination, Job};
+use super::reply::Outcome;
+use super::session::{ConnectError, ConnectOptions, Session};
+use super::Shared;
+use crate::events::{Event, EventType, MessageEvent, SmtpReply};
+use crate::spool::{now_ms, MessageRecord, Suppression};
+
+/// A reserved connection slot (RAII): releasing it on drop frees the
+/// destination's and the global counts, and looks for more work.
+pub struct Slot {
+    shared: Arc<Shared>,
+    dest: Arc<Destination>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Slot {
+    /// Wraps a slot already counted by `Shared::dispatch`.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        dest: Arc<Destination>,
+        alive: mpsc::Sender<()>,
+    ) -> Slot {
+        Slot {
+            shared,
+            dest,
+            _alive: alive,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.dest.release();
+        self.shared
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if !self.shared.stopping() {
+            self.shared.dispatch(&self.dest);
+        }
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Runs one connection to the slot's destination.
+pub async fn run_connection(slot: Slot) {
+    let span = info_span!("connection", domain = %slot.dest.domain);
+    connection(&slot).instrument(span).await;
+}
+
+async fn connection(slot: &Slot) {
+    let shared = &slot.shared;
+    let dest = &slot.dest;
+    let cfg = &shared.cfg.delivery;
+    let session = match shared.mx.route(&dest.domain).await {
+        Ok(hosts) => {
+            let opts = ConnectOptions {
+                helo: &cfg.helo_name,
+                host: "",
+                tls: dest.tls,
+                connect_timeout: cfg.connect_timeout.0,
+                command_timeout: cfg.command_timeout.0,
+                tls_strict: &shared.tls_strict,
+                tls_lenient: &shared.tls_lenient,
+            };
+            let mut last = Outcome::network("no address to connect to");
+            let mut found = None;
+            'hosts: for host in hosts.iter() {
+                let o = ConnectOptions {
+                    host: &host.name,
+                    ..opts
+                };
+                for addr in &host.addrs {
+                    match Session::connect(*addr, &o).await {
+                        Ok(s) => {
+                            found = Some(s);
+                            break 'hosts;
+                        }
+                        Err(ConnectError::Network(t)) => last = Outcome::network(t),
+                        Err(ConnectError::Refused(r)) => last = Outcome::from_reply(r),
+                    }
+                }
+            }
+            match found {
+                Some(s) => s,
+                None => return fail_queue(slot, last).await,
+            }
+        }
+        Err(RouteError::Permanent(t)) => {
+            return fail_queue(
+                slot,
+                Outcome::Bounced(SmtpReply {
+                    code: 0,
+                    enhanced: Some("5.1.2".into()),
+                    text: t,
+                }),
+            )
+            .await
+        }
+        Err(RouteError::Temporary(t)) => {
+            return fail_queue(
+                slot,
+                Outcome::Deferred {
+                    reply: SmtpReply {
+                        code: 0,
+                        enhanced: Some("4.4.3".into()),
+                        text: t,
+                    },
+                    slowdown: false,
+                },
+            )
+            .await
+        }
+    };
+    let conns = shared
+        .metrics
+        .smtp_connections
+        .with_label_values(&[&dest.label]);
+    conns.inc();
+    let mut session = Some(session);
+    let mut sent = 0;
+    while sent < dest.throttle.messages_per_connection() && !shared.stopping() {
+        let Some(job) = next_job(dest).await else {
+            break;
+        };
+        sent += 1;
+        dest.throttle.acquire().await;
+        let Some(s) = session.as_mut() else { break };
+        let keep = deliver(shared, dest, s, job).await;
+        if !keep {
+            session = None;
+            break;
+        }
+    }
+    conns.dec();
+    if let Some(s) = session {
+        s.quit().await;
+    }
+}
+
+/// The next job, waiting a moment for the scheduler when the queue is
+/// empty, so that a connection is reused across scheduler ticks.
+async fn next_job(dest: &Destination) -> Option<Job> {
+    for _ in 0..5 {
+        if let Some(j) = dest.pop() {
+            return Some(j);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// The destination cannot be reached: every waiting job (up to one
+/// connection's worth) gets the same outcome.
+async fn fail_queue(slot: &Slot, outcome: Outcome) {
+    let limit = slot.dest.throttle.messages_per_connection();
+    for _ in 0..limit {
+        let Some(job) = slot.dest.pop() else { break };
+        if let Some(rec) = load(&slot.shared, &job) {
+            let rec = start_attempt(&slot.shared, &rec);
+            apply(
+                &slot.shared,
+                &slot.dest,
+                &rec,
+                &job,
+                outcome.clone(),
+                Instant::now(),
+            );
+        }
+        slot.shared.release(&job.id);
+    }
+}
+
+/// The record of a job if it still needs an attempt.
+fn load(shared: &Shared, job: &Job) -> Option<MessageRecord> {
+    match shared.spool.message(&job.id) {
+        Ok(Some(rec)) if !rec.state.is_final() && rec.due_ms == job.due_ms => Some(rec),
+        Ok(_) => None,
+        Err(e) => {
+            warn!(id = %job.id, error = %e, "cannot read message");
+            None
+        }
+    }
+}
+
+fn start_attempt(shared: &Shared, rec: &MessageRecord) -> MessageRecord {
+    match shared.spool.update_message(&rec.id, |r| {
+        r.attempts += 1;
+        r.state = crate::spool::State::Sending;
+    }) {
+        Ok(Some(r)) => r,
+        _ => rec.clone(),
+    }
+}
+
+/// One message over an open session. Returns false when the connection
+/// can no longer be used.
+async fn deliver(
+    shared: &Arc<Shared>,
+    dest: &Destination,
+    session: &mut Session,
+    job: Job,
+) -> bool {
+    let started = Instant::now();
+    let Some(rec) = load(shared, &job) else {
+        shared.release(&job.id);
+        return true;
+    };
+    let span = info_span!("message", id = %rec.id);
+    let _e = span.enter();
+    if expired(shared, &rec) {
+        let ev = Event::now(
+            EventType::Expired,
+            Some("max_age reached before delivery".to_string()),
+        );
+        finish(shared, &rec, &job, ev);
+        shared.metrics.expired.inc();
+        shared.release(&job.id);
+        return true;
+    }
+    let body = match compose(shared, &rec) {
+        Ok(b) => b,
+        Err(reason) => {
+            let ev = Event::now(EventType::Dropped, Some(reason));
+            finish(shared, &rec, &job, ev);
+            shared.release(&job.id);
+            return true;
+        }
+    };
+    let rec = start_attempt(shared, &rec);
+    let verp = format!("bounces+{}@{}", rec.id, shared.cfg.delivery.bounce_domain);
+    drop(_e);
+    let (outcome, keep) = match session
+        .send(&verp, &rec.email, &body)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(o) => (o, true),
+        Err(o) => (o, false),
+    };
+    let _e = span.enter();
+    debug!(outcome = outcome.class(), "attempt finished");
+    apply(shared, dest, &rec, &job, outcome, started);
+    shared.release(&job.id);
+    keep
+}
+
+fn expired(shared: &Shared, rec: &MessageRecord) -> bool {
+    let max_age = shared.cfg.delivery.max_age.0.as_millis() as u64;
+    now_ms() > rec.created_ms.saturating_add(max_age)
+}
+
+fn compose(shared: &Shared, rec: &MessageRecord) -> Result<Vec<u8>, String> {
+    let t = shared
+        .spool
+        .template(&rec.batch)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("template of batch {} is missing", rec.batch))?;
+    let extras = shared.decorate.extras(rec, &t);
+    shared
+        .composer
+        .compose(rec, &t, &extras)
+        .map_err(|e| format!("cannot compose: {e}"))
+}
+
+/// Writes an attempt's outcome to the message, the index and the metrics.
+fn apply(
+    shared: &Shared,
+    dest: &Destination,
+    rec: &MessageRecord,
+    job: &Job,
+    outcome: Outcome,
+    started: Instant,
+) {
+    let m = &shared.metrics;
+    m.smtp_replies.with_label_values(&[outcome.class()]).inc();
+    let elapsed = started.elapsed().as_secs_f64();
+    match outcome {
+        Outcome::Delivered(reply) => {
+            m.attempt_duration
+                .with_label_values(&["delivered"])
+                .observe(elapsed);
+            m.delivered.inc();
+            let ev = Event::now(EventType::Delivered, None).with_reply(reply);
+            finish(shared, rec, job, ev);
+        }
+        Outcome::Bounced(reply) => {
+            m.attempt_duration
+                .with_label_values(&["bounced"])
+                .observe(elapsed);
+            m.bounced.with_label_values(&[&dest.label]).inc();
+            if is_unknown_user(&reply) {
+                let s = Suppression {
+                    reason: "bounce".into(),
+                    scope: "all".into(),
+                    at_ms: now_ms(),
+                    message_id: Some(rec.id.clone()),
+                };
+                if let Err(e) = shared.spool.suppress(&rec.email, &s) {
+                    warn!(error = %e, "cannot record suppression");
+                }
+            }
+            let ev = Event::now(
+                EventType::Bounced,
+                Some("permanent failure at delivery".to_string()),
+            )
+            .with_reply(reply);
+            finish(shared, rec, job, ev);
+        }
+        Outcome::Deferred { reply, slowdown } => {
+            m.attempt_duration
+                .with_label_values(&["deferred"])
+                .observe(elapsed);
+            let mut reason = "temporary failure".to_string();
+            if slowdown {
+                dest.throttle
+                    .slow_down(shared.cfg.delivery.slowdown_period.0);
+                reason = format!("temporary failure; destination {} slowed down", dest.domain);
+            }
+            defer(shared, dest, rec, job, reply, reason);
+        }
+    }
+}
+
+fn defer(
+    shared: &Shared,
+    dest: &Destination,
+    rec: &MessageRecord,
+    job: &Job,
+    reply: SmtpReply,
+    reason: String,
+) {
+    let cfg = &shared.cfg.delivery;
+    let delay = cfg.retry_delay(rec.attempts.max(1));
+    let jitter = cfg.retry_jitter;
+    let factor = if jitter > 0.0 {
+        rand::thread_rng().gen_range(1.0 - jitter..=1.0 + jitter)
+    } else {
+        1.0
+    };
+    let due = now_ms() + (delay.as_millis() as f64 * factor) as u64;
+    if due
+        > rec
+            .created_ms
+            .saturating_add(cfg.max_age.0.as_millis() as u64)
+    {
+        shared.metrics.expired.inc();
+        let ev = Event::now(
+            EventType::Expired,
+            Some(format!("max_age reached; last failure: {reason}")),
+        )
+        .with_reply(reply);
+        finish(shared, rec, job, ev);
+        return;
+    }
+    shared
+        .metrics
+        .deferred
+        .with_label_values(&[&dest.label])
+        .inc();
+    let ev = Event::now(EventType::Deferred, Some(reason)).with_reply(reply);
+    let updated = shared.spool.update_message(&rec.id, |r| {
+        r.due_ms = due;
+        r.record(ev.clone());
+    });
+    match updated {
+        Ok(Some(r)) => {
+            if let Err(e) = shared.spool.reschedule(&r, job.due_ms) {
+                warn!(error = %e, "cannot reschedule");
+            }
+            publish(shared, &r, ev);
+        }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot record deferral"),
+    }
+}
+
+/// Records a final event and takes the message out of the due index.
+pub(crate) fn finish(shared: &Shared, rec: &MessageRecord, job: &Job, ev: Event) {
+    let delivered = ev.kind == EventType::Delivered;
+    let updated = shared.spool.update_message(&rec.id, |r| {
+        if delivered {
+            r.delivered_ms = Some(now_ms());
+        }
+        r.record(ev.clone());
+    });
+    match updated {
+        Ok(Some(r)) => {
+            if let Err(e) = shared.spool.finish(&r, job.due_ms) {
+                warn!(error = %e, "cannot finish message");
+            }
+            publish(shared, &r, ev);
+        }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot record outcome"),
+    }
+}
+
+fn publish(shared: &Shared, rec: &MessageRecord, event: Event) {
+    shared.events.publish(MessageEvent {
+        message_id: rec.id.clone(),
+        email: rec.email.clone(),
+        campaign: rec.campaign.clone(),
+        category: rec.category.clone(),
+        metadata: rec.metadata.clone(),
+        event,
+    });
+}
+
+/// A 5xx that says the mailbox does not exist: the address is suppressed.
+fn is_unknown_user(reply: &SmtpReply) -> bool {
+    match reply.enhanced.as_deref() {
+        Some(e) => matches!(e, "5.1.1" | "5.1.10" | "5.1.2" | "5.1.6"),
+        None => {
+            let t = reply.text.to_ascii_lowercase();
+            reply.code == 550
+                && (t.contains("no such user")
+                    || t.contains("user unknown")
+                    || t.contains("does not exist"))
+        }
+    }
+}

@@ -1,0 +1,151 @@
+use super::*;
+use crate::events::EventType;
+
+fn record(id: &str, due_ms: u64, priority: Priority) -> MessageRecord {
+    MessageRecord {
+        id: id.into(),
+        batch: "b1".into(),
+        email: format!("{id}@example.test"),
+        name: None,
+        vars: serde_json::json!({"n": 1}),
+        metadata: serde_json::Value::Null,
+        domain: "example.test".into(),
+        category: "marketing".into(),
+        campaign: None,
+        priority,
+        state: State::Queued,
+        attempts: 0,
+        created_ms: due_ms,
+        due_ms,
+        delivered_ms: None,
+        last_reply: None,
+        message_id_header: String::new(),
+        events: Vec::new(),
+        compacted: false,
+    }
+}
+
+fn template(n: u32) -> Template {
+    Template {
+        from: Mailbox {
+            email: "a@b.test".into(),
+            name: None,
+        },
+        reply_to: None,
+        subject: "s".into(),
+        html: None,
+        text: Some("t".into()),
+        headers: vec![],
+        category: "marketing".into(),
+        campaign: None,
+        priority: Priority::Normal,
+        track: false,
+        created_ms: 0,
+        recipients: n,
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Spool {
+    Spool::open(dir, 16, Arc::new(Metrics::new(10, 10))).unwrap()
+}
+
+#[tokio::test]
+async fn accepted_batch_survives_reopen_and_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path()).await;
+        s.accept(AcceptBatch {
+            batch: "b1".into(),
+            template: template(3),
+            messages: vec![
+                record("m1", 100, Priority::Normal),
+                record("m2", 50, Priority::Normal),
+                record("m3", 10, Priority::High),
+            ],
+            idempotency: Some(("key".into(), serde_json::json!({"ok": true}))),
+            unique: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    let s = open(dir.path()).await;
+    assert_eq!(s.pending_count(), 3);
+    let normal = s.due(1, None, 1000, 10).unwrap();
+    assert_eq!(
+        normal.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["m2", "m1"]
+    );
+    let high = s.due(0, None, 1000, 10).unwrap();
+    assert_eq!(high[0].id, "m3");
+    // Resume after a key; stop at a due time.
+    assert_eq!(s.due(1, Some(&normal[0].key), 1000, 10).unwrap().len(), 1);
+    assert_eq!(s.due(1, None, 60, 10).unwrap().len(), 1);
+    assert_eq!(
+        s.idempotent_answer("key").unwrap(),
+        Some(serde_json::json!({"ok": true}))
+    );
+    assert!(s.template("b1").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn reschedule_finish_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.accept(AcceptBatch {
+        batch: "b1".into(),
+        template: template(1),
+        messages: vec![record("m1", 100, Priority::Normal)],
+        idempotency: None,
+        unique: vec![],
+    })
+    .await
+    .unwrap();
+    let rec = s
+        .update_message("m1", |r| {
+            r.due_ms = 500;
+            r.record(Event::now(EventType::Deferred, Some("4xx".to_string())));
+        })
+        .unwrap()
+        .unwrap();
+    s.reschedule(&rec, 100).unwrap();
+    let due = s.due(1, None, 10_000, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].due_ms, 500);
+    let rec = s
+        .add_event("m1", Event::now(EventType::Delivered, None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, State::Delivered);
+    s.finish(&rec, 500).unwrap();
+    assert_eq!(s.pending_count(), 0);
+    assert_eq!(s.compact(u64::MAX, 100).unwrap(), 1);
+    let rec = s.message("m1").unwrap().unwrap();
+    assert!(rec.compacted);
+    assert!(rec.vars.is_null());
+    assert_eq!(rec.events.len(), 2);
+    assert!(
+        s.template("b1").unwrap().is_none(),
+        "template released with its last message"
+    );
+}
+
+#[tokio::test]
+async fn suppressions_and_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let sup = Suppression {
+        reason: "bounce".into(),
+        scope: "all".into(),
+        at_ms: 1,
+        message_id: None,
+    };
+    s.suppress("A@Example.test", &sup).unwrap();
+    assert_eq!(s.suppression("all", "a@example.test").unwrap(), Some(sup));
+    assert!(s
+        .suppression("marketing", "a@example.test")
+        .unwrap()
+        .is_none());
+    assert!(s.mark_once("open/m1", 5).unwrap());
+    assert!(!s.mark_once("open/m1", 6).unwrap());
+    assert_eq!(s.marker("open/m1").unwrap(), Some(5));
+}

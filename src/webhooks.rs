@@ -1,0 +1,281 @@
+//! Events out: durable, signed webhook deliveries.
+//!
+//! Every event a configured endpoint wants is appended, when it happens, to
+//! that endpoint's queue in the spool ([`WebhookSink`]). One dispatcher task
+//! per endpoint POSTs the queue in order, retries with exponential backoff,
+//! and drops an event after `webhooks.max_attempts`. The dispatchers run
+//! apart from delivery: a slow or dead endpoint never slows it.
+//!
+//! Each request carries `X-Facteur-Event-Id` (the same for every endpoint,
+//! for deduplication) and `X-Facteur-Signature: t=UNIX,v1=HEX`, where HEX is
+//! HMAC-SHA256 under the endpoint's secret of `"{t}.{body}"`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{WebhookEndpoint, WebhooksConfig};
+use crate::events::{DurableSink, MessageEvent};
+use crate::metrics::Metrics;
+use crate::spool::{now_ms, Spool};
+
+/// A queued delivery of one event to one endpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    /// Event id.
+    id: String,
+    /// The JSON body to POST.
+    body: serde_json::Value,
+    /// Attempts made.
+    attempts: u32,
+    /// Not before (unix ms).
+    next_ms: u64,
+}
+
+fn queue_name(index: usize) -> String {
+    format!("wh{index}")
+}
+
+/// Writes events into the endpoints' queues.
+pub struct WebhookSink {
+    spool: Spool,
+    endpoints: Vec<WebhookEndpoint>,
+    wake: Arc<Notify>,
+}
+
+impl DurableSink for WebhookSink {
+    fn append(&self, ev: &MessageEvent) {
+        let kind = ev.event.kind.as_str();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let mut body = serde_json::to_value(ev).unwrap_or_default();
+        if let Some(o) = body.as_object_mut() {
+            o.insert("event_id".into(), id.clone().into());
+        }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if !e.events.is_empty() && !e.events.iter().any(|w| w == kind) {
+                continue;
+            }
+            let p = Pending {
+                id: id.clone(),
+                body: body.clone(),
+                attempts: 0,
+                next_ms: 0,
+            };
+            let bytes = serde_json::to_vec(&p).unwrap_or_default();
+            if let Err(err) = self.spool.enqueue(&queue_name(i), &bytes) {
+                tracing::error!(error = %err, "cannot queue webhook event");
+            }
+        }
+        self.wake.notify_waiters();
+    }
+}
+
+/// Signs a body: the value of `X-Facteur-Signature`.
+pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={timestamp},v1={hex}")
+}
+
+/// The running dispatchers.
+pub struct Webhooks {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts one dispatcher per endpoint; returns the sink to plug into the
+/// event bus (None when no endpoint is configured).
+pub fn start(
+    cfg: &WebhooksConfig,
+    spool: Spool,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> (Option<Arc<WebhookSink>>, Webhooks) {
+    if cfg.endpoints.is_empty() {
+        return (None, Webhooks { tasks: Vec::new() });
+    }
+    let wake = Arc::new(Notify::new());
+    let client = reqwest::Client::builder()
+        .timeout(cfg.timeout.0)
+        .build()
+        .unwrap_or_default();
+    let tasks = cfg
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let d = Dispatcher {
+                index: i,
+                endpoint: e.clone(),
+                spool: spool.clone(),
+                client: client.clone(),
+                metrics: metrics.clone(),
+                max_attempts: cfg.max_attempts.max(1),
+                wake: wake.clone(),
+            };
+            tokio::spawn(d.run(stop.clone()))
+        })
+        .collect();
+    let sink = Arc::new(WebhookSink {
+        spool,
+        endpoints: cfg.endpoints.clone(),
+        wake,
+    });
+    (Some(sink), Webhooks { tasks })
+}
+
+impl Webhooks {
+    /// Waits for the dispatchers to finish the request in hand.
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+struct Dispatcher {
+    index: usize,
+    endpoint: WebhookEndpoint,
+    spool: Spool,
+    client: reqwest::Client,
+    metrics: Arc<Metrics>,
+    max_attempts: u32,
+    wake: Arc<Notify>,
+}
+
+/// Delay after `attempts` failures: 1 s, 2 s, 4 s… up to 10 minutes.
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(10).saturating_sub(1)).min(Duration::from_secs(600))
+}
+
+impl Dispatcher {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let name = queue_name(self.index);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let items = match self.spool.queue_items(&name, 64) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read webhook queue");
+                    Vec::new()
+                }
+            };
+            let mut wait = Duration::from_secs(1);
+            for (seq, bytes) in items {
+                if *stop.borrow() {
+                    return;
+                }
+                let Ok(mut p) = serde_json::from_slice::<Pending>(&bytes) else {
+                    let _ = self.spool.queue_set(&name, seq, None);
+                    continue;
+                };
+                let now = now_ms();
+                if p.next_ms > now {
+                    // Keep order: wait for the head of the queue.
+                    wait = Duration::from_millis(p.next_ms - now);
+                    break;
+                }
+                if self.post(&p).await {
+                    self.metrics
+                        .webhook_deliveries
+                        .with_label_values(&["ok"])
+                        .inc();
+                    let _ = self.spool.queue_set(&name, seq, None);
+                    continue;
+                }
+                p.attempts += 1;
+                if p.attempts >= self.max_attempts {
+                    tracing::warn!(url = %self.endpoint.url, event = %p.id, "webhook event dropped after max attempts");
+                    self.metrics
+                        .webhook_deliveries
+                        .with_label_values(&["dropped"])
+                        .inc();
+                    let _ = self.spool.queue_set(&name, seq, None);
+                    continue;
+                }
+                self.metrics
+                    .webhook_deliveries
+                    .with_label_values(&["retry"])
+                    .inc();
+                let delay = backoff(p.attempts);
+                p.next_ms = now_ms() + delay.as_millis() as u64;
+                let _ = self.spool.queue_set(
+                    &name,
+                    seq,
+                    Some(&serde_json::to_vec(&p).unwrap_or_default()),
+                );
+                wait = delay;
+                break;
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+            }
+        }
+    }
+
+    async fn post(&self, p: &Pending) -> bool {
+        let body = serde_json::to_vec(&p.body).unwrap_or_default();
+        let ts = now_ms() / 1000;
+        let r = self
+            .client
+            .post(&self.endpoint.url)
+            .header("Content-Type", "application/json")
+            .header("User-Agent", concat!("facteur/", env!("CARGO_PKG_VERSION")))
+            .header("X-Facteur-Event-Id", &p.id)
+            .header(
+                "X-Facteur-Signature",
+                sign(&self.endpoint.secret, ts, &body),
+            )
+            .body(body)
+            .send()
+            .await;
+        match r {
+            Ok(resp) if resp.status().is_success() => true,
+            Ok(resp) => {
+                tracing::debug!(url = %self.endpoint.url, status = %resp.status(), "webhook refused");
+                false
+            }
+            Err(e) => {
+                tracing::debug!(url = %self.endpoint.url, error = %e, "webhook failed");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_of_timestamp_and_body() {
+        let s = sign("secret", 1700000000, b"{}");
+        assert!(s.starts_with("t=1700000000,v1="));
+        assert_eq!(s.len(), "t=1700000000,v1=".len() + 64);
+        assert_ne!(s, sign("other", 1700000000, b"{}"));
+        assert_ne!(s, sign("secret", 1700000001, b"{}"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), Duration::from_secs(512));
+    }
+}
