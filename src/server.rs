@@ -34,6 +34,7 @@ pub async fn run(
     let spool = Spool::open(&cfg.spool.data_dir, cfg.spool.cache_mb, metrics.clone())
         .map_err(|e| anyhow::anyhow!("spool.data_dir {}: {e}", cfg.spool.data_dir.display()))?;
     let composer = Arc::new(Composer::new(&cfg.dkim)?);
+    let signer = Arc::new(token_signer(&cfg)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (sink, webhooks) = crate::webhooks::start(
         &cfg.webhooks,
@@ -62,6 +63,7 @@ pub async fn run(
         delivery: Some(delivery.shared().clone()),
         stopping: false.into(),
         idempotency: tokio::sync::Mutex::new(()),
+        signer: signer.clone(),
         started: Instant::now(),
     });
     let router = api::with_http_metrics(api::router(app.clone()), app.clone());
@@ -99,6 +101,26 @@ pub async fn run(
     spool.flush().await?;
     tracing::info!("spool flushed; bye");
     Ok(())
+}
+
+/// The tracking token signer from `tracking.keys` (the first signs), or a
+/// random key for this process when none is configured.
+fn token_signer(cfg: &Config) -> anyhow::Result<crate::tracking::TokenSigner> {
+    let mut keys = Vec::new();
+    for k in &cfg.tracking.keys {
+        keys.push(
+            crate::config::parse_tracking_key(k)
+                .map_err(|e| anyhow::anyhow!("tracking.keys: {e}"))?,
+        );
+    }
+    if keys.is_empty() {
+        tracing::warn!("no tracking.keys configured: a random key is used; tracking links die with this process");
+        let secret: [u8; 32] = rand::random();
+        keys.push((0, secret.to_vec()));
+    }
+    let current = keys[0].0;
+    crate::tracking::TokenSigner::new(keys, current)
+        .map_err(|e| anyhow::anyhow!("tracking.keys: {e}"))
 }
 
 /// Compacts finished messages older than the retention period.

@@ -204,19 +204,26 @@ pub async fn send(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: SendRequest = super::parse_json(&headers, &body)?;
-    let checked = validate(&app, &req)?;
+    let answer = queue(&app, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// Validates a request and queues it durably: the sending path for the
+/// API and for facteur's own mail (acknowledgements, forwards). A repeated
+/// idempotency key returns the first answer and queues nothing.
+pub async fn queue(app: &App, req: SendRequest) -> Result<SendResponse, ApiError> {
+    let checked = validate(app, &req)?;
     let _guard = match &req.idempotency_key {
         Some(key) => {
             let guard = app.idempotency.lock().await;
             if let Some(answer) = app.spool.idempotent_answer(key)? {
-                return Ok((StatusCode::ACCEPTED, Json(answer)).into_response());
+                return serde_json::from_value(answer).map_err(ApiError::internal);
             }
             Some(guard)
         }
         None => None,
     };
-    let answer = accept(&app, req, checked).await?;
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+    accept(app, req, checked).await
 }
 
 /// What validation learnt: ASCII addresses and the category.

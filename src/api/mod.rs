@@ -50,7 +50,9 @@ pub struct AppState {
     /// Serialises requests that carry an idempotency key, so that two at
     /// once cannot both queue.
     pub idempotency: tokio::sync::Mutex<()>,
-    /// Extra routes (tracking, inbound) are merged by the server.
+    /// Signs and verifies tracking tokens.
+    pub signer: Arc<crate::tracking::TokenSigner>,
+    /// When the service started.
     pub started: Instant,
 }
 
