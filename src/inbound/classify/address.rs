@@ -59,7 +59,14 @@ pub(crate) fn clean(raw: &str) -> Option<String> {
     if local.is_empty() || domain.is_empty() || s.len() > 254 || local.len() > 130 {
         return None;
     }
-    if local.contains("..") && !local.starts_with('"') {
+    let quoted = local.starts_with('"') && local.ends_with('"') && local.len() > 1;
+    if !quoted && (local.contains("..") || !local.chars().all(is_atom_char)) {
+        return None;
+    }
+    if !domain
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+    {
         return None;
     }
     let domain = domain.trim_end_matches(['.', '-']);
@@ -67,6 +74,19 @@ pub(crate) fn clean(raw: &str) -> Option<String> {
         return None;
     }
     Some(format!("{local}@{domain}"))
+}
+
+/// Characters of an unquoted local part (RFC 5322 atext and dots).
+fn is_atom_char(c: char) -> bool {
+    c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c)
+}
+
+/// True when the domain has at least one dot (or is an address literal):
+/// a dotless domain is usually a host-internal rewrite.
+pub(crate) fn has_full_domain(address: &str) -> bool {
+    address
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| d.contains('.') || d.starts_with('['))
 }
 
 /// The address in an RFC 3464 address field: `rfc822; <user@example.org>`.
@@ -130,6 +150,8 @@ mod tests {
         assert_eq!(clean("@example.org"), None);
         assert_eq!(clean("user@"), None);
         assert_eq!(clean("<a@b.c>.").as_deref(), Some("a@b.c"));
+        assert_eq!(clean("@route.example:a@b"), None);
+        assert_eq!(clean("\"a..b\"@b.c").as_deref(), Some("\"a..b\"@b.c"));
     }
 
     #[test]

@@ -133,7 +133,12 @@ fn ses_json(view: &View) -> Option<Value> {
     if end <= start || !body[..start].trim().is_empty() {
         return None;
     }
-    let value: Value = serde_json::from_str(&body[start..=end]).ok()?;
+    let json = &body[start..=end];
+    // mail transport may have folded long lines inside JSON strings
+    let value: Value = serde_json::from_str(json)
+        .or_else(|_| serde_json::from_str(&json.replace("\n ", "")))
+        .or_else(|_| serde_json::from_str(&json.replace('\n', "")))
+        .ok()?;
     let inner = match value.get("Message").and_then(Value::as_str) {
         Some(message) => serde_json::from_str(message).ok()?,
         None => value,

@@ -117,9 +117,16 @@ fn recipient_groups(text: &str, embedded: bool) -> Vec<Fields> {
             let c = field.expect("checked above");
             let name = c[1].to_ascii_lowercase();
             let starts_new = match name.as_str() {
-                "final-recipient" => current
-                    .iter()
-                    .any(|(k, _)| k == "final-recipient" || k == "action"),
+                "final-recipient" => {
+                    let has = |n: &str| current.iter().any(|(k, _)| k == n);
+                    has("final-recipient")
+                        || (has("action") && has("original-recipient") && {
+                            // Original-Recipient, Action, then Final-Recipient:
+                            // the Original belonged to the previous recipient
+                            let pos = |n: &str| current.iter().position(|(k, _)| k == n);
+                            pos("original-recipient") < pos("action")
+                        })
+                }
                 "original-recipient" => current.iter().any(|(k, _)| is_recipient_field(k)),
                 _ => false,
             };
@@ -173,10 +180,16 @@ fn reported(group: &Fields) -> Option<Reported> {
     let final_rcpt = field(group, "final-recipient").and_then(address::from_typed);
     let original = field(group, "original-recipient").and_then(address::from_typed);
     let actual = field(group, "x-actual-recipient").and_then(address::from_typed);
-    let address = final_rcpt
-        .filter(|a| a.contains('@'))
-        .or(original)
-        .or(actual)?;
+    // The original recipient is the address the sender used (the one a
+    // sender can act on); the final one may be an internal rewrite.
+    let full = |a: &Option<String>| a.as_ref().is_some_and(|a| address::has_full_domain(a));
+    let address = if full(&original) {
+        original
+    } else if full(&final_rcpt) || original.is_none() {
+        final_rcpt.or(actual)
+    } else {
+        original
+    }?;
     let (diagnostic_type, diagnostic) = match field(group, "diagnostic-code") {
         Some(d) => match d.split_once(';') {
             Some((t, rest)) if !t.contains(' ') || t.len() < 12 => {

@@ -139,10 +139,14 @@ pub fn classify(raw: &[u8]) -> Classification {
 }
 
 fn classify_bytes(raw: &[u8]) -> Classification {
+    let raw = skip_mbox_line(raw);
     let Some(message) = MessageParser::default().parse(raw) else {
         return Classification::empty();
     };
     let view = View::new(&message);
+    if std::env::var_os("CLASSIFY_DEBUG").is_some() {
+        eprintln!("{view:#?}");
+    }
     let mut out = Classification {
         auto_submitted: autoreply::is_automatic(&view),
         original_message_id: view.original_message_id(),
@@ -177,6 +181,16 @@ fn kind_of(view: &View, out: &mut Classification) -> Kind {
         return Kind::Autoreply;
     }
     Kind::Human
+}
+
+/// Skips the `From sender date` line that mbox files put before a message.
+fn skip_mbox_line(raw: &[u8]) -> &[u8] {
+    if raw.starts_with(b"From ") {
+        if let Some(end) = raw.iter().position(|b| *b == b'\n') {
+            return &raw[end + 1..];
+        }
+    }
+    raw
 }
 
 /// The failed recipients of a bounce, or `None` when the message is not one.

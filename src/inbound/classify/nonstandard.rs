@@ -63,7 +63,7 @@ static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
         r"\bbounced?\b|returned to sender|rejected|message (?:was )?not sent|",
         r"non remis|non-remise|unzustellbar|nicht zugestellt|no (?:se )?(?:pudo|puede) entregar|",
         r"non (?:recapitabile|consegnat)|onbestelbaar|niet bezorgd|não (?:foi )?entregue|",
-        r"не доставлено|не может быть доставлено|error sending"
+        r"не доставлено|не может быть доставлено|error sending|mail failure|\bfailure\b"
     ))
 });
 
@@ -82,6 +82,8 @@ static BOUNCE_BODY: LazyLock<Regex> = LazyLock::new(|| {
         r"message (?:was |has been )?(?:rejected|refused|bounced|blocked)|failed to deliver|",
         r"remote (?:host|server|mta) (?:said|returned|responded)|smtp error|",
         r"not (?:yet )?been delivered|host unknown|recipient address rejected|delivery notification|",
+        r"not a valid (?:user|recipient|mailbox|address)|invalid (?:user|recipient|mailbox|address)|",
+        r"(?:was|were|has been) (?:rejected|refused|returned)|not accepted|user not found|",
         r"(?:^|\n)\s*<[^>\s]+@[^>\s]+>:\s*(?:\n|$)"
     ))
 });
@@ -157,18 +159,22 @@ pub(crate) fn parse(view: &View) -> Option<TextBounce> {
         return None;
     }
     let mut recipients = find_recipients(view);
-    if !failed_header.is_empty() {
-        recipients.retain(|r| failed_header.iter().any(|a| address::same(a, &r.address)));
+    if recipients.is_empty() {
+        // Exim and Google name the failed recipients in a header; the
+        // notice is more precise when it names them too.
         for a in failed_header {
             if !recipients.iter().any(|r| address::same(&r.address, &a)) {
-                let mut r = Reported {
+                let diagnostic = error_lines(&view.notice, &a);
+                recipients.push(Reported {
                     address: a,
+                    diagnostic,
                     ..Reported::default()
-                };
-                r.diagnostic = error_lines(&view.notice, &r.address);
-                recipients.push(r);
+                });
             }
         }
+    }
+    if recipients.is_empty() {
+        recipients.extend(sole_original_recipient(view));
     }
     if recipients.len() == 1 && !has_codes(&recipients[0].diagnostic) {
         let extra = code_lines(&view.notice);
@@ -213,7 +219,8 @@ static INTRO_LINE: LazyLock<Regex> = LazyLock::new(|| {
         r"unable to deliver (?:your message |the message )?to|not (?:be )?delivered to|delivery to the following|",
         r"could not be reached|there was an error|failed to deliver to|invalid recipients?|unknown recipients?|",
         r"transient non-fatal errors|was undeliverable|your message (?:to|for)|message (?:to|for) .{0,3}$|",
-        r"delivery problems?|original recipient|rcpt to|recipient address"
+        r"delivery problems?|original recipient|rcpt to|recipient address|(?:originally |was )?addressed to|",
+        r"(?:deliver(?:ing|y)?|send(?:ing)?) (?:of )?(?:your |the |this )?(?:mail|message|e-?mail) to|undeliverable to"
     ))
 });
 
@@ -231,23 +238,31 @@ static ERROR_WORDS: LazyLock<Regex> = LazyLock::new(|| {
 /// What may stand before an address that leads its line.
 static LEADING_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     ci(concat!(
-        r"^(?:[\W\d]{0,6}|(?:rcpt to|to|recipient|recipients|failed recipients?|original recipient|final recipient|",
+        r"^(?:[\W\d]{0,6}|(?:rcpt to|recipient|recipients|failed recipients?|original recipient|final recipient|",
         r"intended recipient|address|addressed to|bad address|invalid (?:address|recipient)|user|mailbox|",
         r"unknown user|unknown recipient|delivery to|e-?mail(?: address)?|destination|for|failed address|",
-        r"recipient address|the recipient)\W{0,4})$"
+        r"recipient address|the recipient|originally addressed to|addressed to)\W{0,4})",
+        r"(?:(?:smtp|rfc822|ex)\s*[:;]\s*)?$"
     ))
 });
 
-/// Addresses of the sender side, never failed recipients.
-fn sender_addresses(view: &View) -> Vec<String> {
+/// Addresses of the report itself (its sender and its recipient, who sent
+/// the original): never failed recipients.
+fn report_addresses(view: &View) -> Vec<String> {
     let mut own: Vec<String> = view.to.clone();
     own.extend(view.from.clone());
-    for name in ["from", "return-path", "sender", "reply-to"] {
-        if let Some(v) = view.original_header(name) {
-            own.extend(address::find_all(v).into_iter().map(|f| f.address));
-        }
-    }
     own
+}
+
+/// Addresses of the original's sender: rarely failed recipients (only
+/// when someone wrote to themselves).
+fn original_senders(view: &View) -> Vec<String> {
+    ["from", "return-path", "sender", "reply-to"]
+        .iter()
+        .filter_map(|h| view.original_header(h))
+        .flat_map(address::find_all)
+        .map(|f| f.address)
+        .collect()
 }
 
 /// Addresses the original was sent to, when the report includes it.
@@ -260,6 +275,36 @@ fn original_recipients(view: &View) -> Vec<String> {
         .collect()
 }
 
+static TO_LINE: LazyLock<Regex> = LazyLock::new(|| ci(r"^\s*to:\s*(.{3,200})$"));
+
+/// When the notice names no recipient, the one address the original was
+/// sent to (from its headers, or a `To:` line the notice quotes).
+fn sole_original_recipient(view: &View) -> Option<Reported> {
+    let mut all = original_recipients(view);
+    if all.is_empty() {
+        all = view
+            .notice
+            .lines()
+            .take(MAX_LINES)
+            .filter_map(|l| TO_LINE.captures(l))
+            .flat_map(|c| address::find_all(&c[1]))
+            .map(|f| f.address)
+            .collect();
+    }
+    let own = report_addresses(view);
+    all.retain(|a| !own.iter().any(|o| address::same(o, a)));
+    all.dedup_by(|a, b| address::same(a, b));
+    if all.len() != 1 {
+        return None;
+    }
+    let address = all.pop()?;
+    Some(Reported {
+        diagnostic: code_lines(&view.notice),
+        address,
+        ..Reported::default()
+    })
+}
+
 /// One address seen in the notice, with how sure we are it failed.
 struct Candidate {
     found: Found,
@@ -270,7 +315,8 @@ struct Candidate {
 
 fn find_recipients(view: &View) -> Vec<Reported> {
     let lines: Vec<&str> = view.notice.lines().take(MAX_LINES).collect();
-    let own = sender_addresses(view);
+    let own = report_addresses(view);
+    let senders = original_senders(view);
     let originals = original_recipients(view);
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut last_intro: Option<usize> = None;
@@ -286,14 +332,32 @@ fn find_recipients(view: &View) -> Vec<Reported> {
             continue;
         }
         for f in found {
-            if own.iter().any(|o| address::same(o, &f.address)) {
+            if view
+                .from
+                .as_deref()
+                .is_some_and(|o| address::same(o, &f.address))
+            {
                 continue;
             }
-            let c = score(&lines, i, &f, last_intro, &originals);
+            let mut c = score(&lines, i, &f, last_intro, &originals);
+            if senders.iter().any(|o| address::same(o, &f.address)) {
+                c.score -= 2;
+            }
+            if own.iter().any(|o| address::same(o, &f.address)) {
+                c.score -= 3;
+            }
             candidates.push(c);
         }
         if INTRO_LINE.is_match(line) {
             last_intro = Some(i);
+        }
+    }
+    if std::env::var_os("CLASSIFY_DEBUG").is_some() {
+        for c in &candidates {
+            eprintln!(
+                "candidate {} line {} score {} led {}",
+                c.found.address, c.line, c.score, c.led
+            );
         }
     }
     let best = candidates.iter().map(|c| c.score).max().unwrap_or(0);
@@ -343,7 +407,11 @@ fn score(
     let line = lines[i];
     let before = line[..f.start].trim();
     let after = line[f.end..].trim();
-    let led = LEADING_LABEL.is_match(before)
+    let labelled = LEADING_LABEL.is_match(before)
+        || (before.ends_with(':')
+            && before.len() <= 60
+            && (ERROR_WORDS.is_match(before) || INTRO_LINE.is_match(before)));
+    let led = labelled
         && (after.is_empty()
             || after.starts_with(['>', ':', '.', '(', ',', ';', '"', '\''])
             || after.starts_with("on ")
@@ -353,7 +421,8 @@ fn score(
     if led {
         score += 3;
     }
-    if last_intro.is_some_and(|l| i > l && i - l <= 6) {
+    let intro_before = INTRO_LINE.find(line).is_some_and(|m| m.end() <= f.start);
+    if intro_before || last_intro.is_some_and(|l| i > l && i - l <= 6) {
         score += 2;
     }
     let next: String = lines[i + 1..lines.len().min(i + 3)].join(" ");
@@ -362,7 +431,10 @@ fn score(
     } else if ERROR_WORDS.is_match(&next) && led {
         score += 1;
     }
-    if originals.iter().any(|o| address::same(o, &f.address)) {
+    if ERROR_WORDS.is_match(super::view::truncate(after, 60)) {
+        score += 1;
+    }
+    if score >= 2 && originals.iter().any(|o| address::same(o, &f.address)) {
         score += 1;
     }
     let lower = before.to_ascii_lowercase();

@@ -142,6 +142,11 @@ impl View {
         if texts.iter().all(|t| t.trim().is_empty()) {
             texts = htmls;
         }
+        if texts.iter().all(|t| t.trim().is_empty()) && self.delivery_status.is_empty() {
+            // broken MIME (a boundary the parser could not find): read the
+            // raw body, less the MIME scaffolding
+            texts = vec![raw_body_text(message.raw_message())];
+        }
         let mut notice = String::new();
         for text in texts {
             push_text(&mut notice, &text);
@@ -257,6 +262,35 @@ fn push_text(to: &mut String, text: &str) {
         to.push('\n');
     }
     to.push_str(truncate(text, MAX_NOTICE - to.len()));
+}
+
+/// The body of a raw message as text, without boundary lines and MIME
+/// part headers.
+fn raw_body_text(raw: &[u8]) -> String {
+    let raw = &raw[..raw.len().min(MAX_PART_TEXT)];
+    let text = normalise(&String::from_utf8_lossy(raw));
+    let body = text.split_once("\n\n").map_or("", |(_, b)| b);
+    let mut out = String::new();
+    let mut in_part_headers = false;
+    for line in body.lines() {
+        if line.starts_with("--") && !line.contains(' ') && line.len() > 6 {
+            in_part_headers = true;
+            continue;
+        }
+        if in_part_headers {
+            if line.trim().is_empty() {
+                in_part_headers = false;
+            }
+            let l = line.to_ascii_lowercase();
+            if l.starts_with("content-") || line.starts_with([' ', '\t']) || !l.contains(':') {
+                continue;
+            }
+            in_part_headers = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 static HEADER_LINE: LazyLock<Regex> =
