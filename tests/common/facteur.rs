@@ -190,6 +190,7 @@ impl Facteur {
             .arg(self.config_path())
             .current_dir(self.dir.path())
             .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log("stdout.log"))
             .stderr(log("stderr.log"))
