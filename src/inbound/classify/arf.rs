@@ -241,19 +241,22 @@ pub(crate) fn ses_bounce(view: &View) -> Option<Vec<FailedRecipient>> {
                     .flatten()
             })
             .or_else(|| delivered.then(|| "2.0.0".to_string()));
-        out.push(finish(&Reported {
-            address: addr,
-            status,
-            replycode: find_replycode(diagnostic),
-            action: item
-                .get("action")
-                .and_then(Value::as_str)
-                .map(str::to_ascii_lowercase),
-            diagnostic: diagnostic.to_string(),
-            delayed: transient,
-            diagnostic_type: None,
-            command: None,
-        }));
+        out.push(finish(
+            &Reported {
+                address: addr,
+                status,
+                replycode: find_replycode(diagnostic),
+                action: item
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase),
+                diagnostic: diagnostic.to_string(),
+                delayed: transient,
+                diagnostic_type: None,
+                command: None,
+            },
+            "",
+        ));
     }
     Some(out)
 }

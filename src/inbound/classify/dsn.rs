@@ -234,17 +234,24 @@ fn is_generic(status: &str) -> bool {
 }
 
 static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)(?:in reply to|after|reply to|response to|during|while sending)\s+(?:the\s+)?(?:end of\s+)?(rcpt to|mail from|data|ehlo|helo|rcpt|mail|connect|starttls|auth)\b",
-    )
+    Regex::new(concat!(
+        r"(?i)(?:(?:in reply to|after|reply to|response to|during|while sending)\s+(?:the\s+)?(?:end of\s+)?",
+        r"|>>>\s*)(rcpt to|mail from|data|ehlo|helo|rcpt|mail|connect|starttls|auth|initial connection)\b",
+        r"|(does not like recipient)"
+    ))
     .expect("valid regex")
 });
 
 /// The SMTP command a diagnostic says the server answered.
 pub(crate) fn command_of(text: &str) -> Option<String> {
-    COMMAND.captures(text).map(|c| {
-        let cmd = c[1].to_ascii_uppercase();
-        cmd.split_whitespace().next().unwrap_or("").to_string()
+    let c = COMMAND.captures(text)?;
+    if c.get(2).is_some() {
+        return Some("RCPT".to_string());
+    }
+    let cmd = c[1].to_ascii_uppercase();
+    Some(match cmd.as_str() {
+        "INITIAL CONNECTION" => "CONNECT".to_string(),
+        _ => cmd.split_whitespace().next().unwrap_or("").to_string(),
     })
 }
 

@@ -15,7 +15,8 @@
 //! - `nonstandard`: the text bounces of MTAs that do not send RFC 3464.
 //! - `arf`: RFC 5965 feedback reports (and Amazon SES JSON notifications).
 //! - [`autoreply`]: RFC 3834 headers and out-of-office subjects and bodies.
-//! - [`reason`]: status codes and diagnostic texts to reason names.
+//! - [`reason`]: status codes and diagnostic texts to reason names, with
+//!   the words of each reason in `patterns`.
 //!
 //! The classifier never panics and never reads more than [`MAX_INPUT`]
 //! bytes of a message.
@@ -25,6 +26,7 @@ mod arf;
 pub mod autoreply;
 mod dsn;
 mod nonstandard;
+mod patterns;
 pub mod reason;
 mod view;
 
@@ -212,7 +214,12 @@ fn bounce_recipients(view: &View) -> Option<Vec<FailedRecipient>> {
                 r.delayed = true;
             }
         }
-        return Some(found.iter().map(reason::finish).collect());
+        return Some(
+            found
+                .iter()
+                .map(|r| reason::finish(r, &view.notice))
+                .collect(),
+        );
     }
     let text = text?;
     Some(
@@ -221,7 +228,7 @@ fn bounce_recipients(view: &View) -> Option<Vec<FailedRecipient>> {
             .map(|r| {
                 let mut r = r.clone();
                 r.delayed |= delayed;
-                reason::finish(&r)
+                reason::finish(&r, &view.notice)
             })
             .collect(),
     )

@@ -450,37 +450,44 @@ fn score(
 }
 
 /// The notice's words about the address on line `i`: the rest of the line
-/// and, for an address that leads its line, the indented or following
-/// lines up to a blank line or the next address.
+/// and, for an address that leads its line, the following lines up to a
+/// blank line or the next address that leads its line (when the address
+/// stands alone, the next paragraph).
 fn block_after(lines: &[&str], i: usize, end: usize, led: bool) -> String {
-    let mut out = String::new();
-    out.push_str(lines[i][end..].trim().trim_start_matches(['>', ':']).trim());
     if !led {
-        let line = lines[i].trim();
-        return if out.len() < 8 {
-            line.to_string()
-        } else {
-            line.to_string()
-        };
+        return lines[i].trim().to_string();
     }
-    for line in lines.iter().skip(i + 1).take(10) {
+    let mut out = lines[i][end..]
+        .trim()
+        .trim_start_matches(['>', ':'])
+        .trim()
+        .to_string();
+    let mut paragraphs = 0;
+    for line in lines.iter().skip(i + 1).take(12) {
         let t = line.trim();
         if t.is_empty() {
-            if out.trim().is_empty() {
+            paragraphs += 1;
+            if out.trim().is_empty() && paragraphs < 2 {
                 continue;
             }
             break;
         }
-        let found = address::find_all(t);
-        if found.first().is_some_and(|f| {
-            LEADING_LABEL.is_match(t[..f.start].trim()) && !t[f.end..].trim().contains(' ')
-        }) {
+        if leads_line(t) {
             break;
         }
         out.push(' ');
         out.push_str(t);
     }
     out.trim().to_string()
+}
+
+/// True when a line starts with an address presented as a recipient.
+fn leads_line(line: &str) -> bool {
+    address::find_all(line).first().is_some_and(|f| {
+        let after = line[f.end..].trim();
+        LEADING_LABEL.is_match(line[..f.start].trim())
+            && (after.is_empty() || after.starts_with(['>', ':', '.', '(', ',', ';']))
+    })
 }
 
 /// Other lines of the notice that name the address with an error code

@@ -14,318 +14,14 @@
 
 use std::sync::LazyLock;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 
+use super::patterns::{DECISIVE, TEXT_ONLY};
 use super::{FailedRecipient, Reported};
 
 /// Reasons that are hard bounces when the failure is permanent: the
 /// address will not start working by itself.
 pub const HARD_REASONS: [&str; 4] = ["userunknown", "hostunknown", "hasmoved", "notaccept"];
-
-/// One reason and the words that reveal it.
-struct Rule {
-    reason: &'static str,
-    text: Regex,
-}
-
-fn rule(reason: &'static str, pattern: &str) -> Rule {
-    Rule {
-        reason,
-        text: RegexBuilder::new(pattern)
-            .case_insensitive(true)
-            .size_limit(1 << 24)
-            .build()
-            .expect("valid reason pattern"),
-    }
-}
-
-/// Step 1, in order. The first rule whose status or text matches wins.
-static DECISIVE: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    vec![
-        rule(
-            "mailboxfull",
-            concat!(
-                r"mail ?box (?:is |was )?(?:full|over|exceeded)|mail ?box (?:has )?(?:exceeded|reached)|",
-                r"(?:over|exceeded?|exceeds|exceeding|reached|beyond) (?:the |their |his |her |its |his/her |your )?(?:storage |mailbox |disk |mail |account )?quota|",
-                r"quota (?:exceeded|exceed|full|violation|limit)|over ?quota|mailfolder is full|",
-                r"storage (?:space |allocation )?(?:is )?(?:full|exceeded)|exceeded storage|",
-                r"insufficient (?:storage|space) (?:in|for) (?:the )?(?:mailbox|user|account)|",
-                r"(?:inbox|account|mail ?box|mail folder|mailfolder) (?:is )?(?:currently )?full|",
-                r"is over (?:the |its |their )?(?:quota|capacity|storage)|too much mail data|",
-                r"mailbox size limit|out of (?:disk )?space for (?:this )?(?:user|mailbox)|",
-                r"disk quota|full mailbox|user(?:'s)? (?:disk|storage) (?:space )?(?:is )?full|",
-                r"not enough (?:storage|space) (?:in|for) (?:the )?(?:mailbox|user)"
-            ),
-        ),
-        rule(
-            "mesgtoobig",
-            concat!(
-                r"message (?:is )?too (?:big|large|long)|(?:message|mail|e-?mail) size (?:exceeds|is (?:larger|too)|too large|limit)|",
-                r"(?:size|length) (?:limit )?exceeded|exceeds? (?:the |our )?(?:maximum |max |fixed |allowed )+(?:message )?size|",
-                r"exceeds? (?:the )?size limit|too big for (?:the )?system|(?:e-?mail|message|mail) is too (?:large|big)|",
-                r"maximum (?:allowed )?message size|size of (?:the |this )?message exceeds|message (?:file )?too large|",
-                r"larger than (?:the )?(?:maximum|allowed|permitted)"
-            ),
-        ),
-        rule(
-            "exceedlimit",
-            concat!(
-                r"message length exceeds administrative limit|exceeds? (?:the )?(?:local |per-mailbox )?administrative limit|",
-                r"(?:message|recipient)s? limit exceeded"
-            ),
-        ),
-        rule(
-            "suspend",
-            concat!(
-                r"(?:account|mail ?box|address|user) (?:has been |is |was |is currently |has been temporarily )?(?:disabled|suspended|deactivated|inactive|locked|frozen|closed|terminated|expired|on hold)|",
-                r"(?:disabled|suspended|inactive|deactivated|frozen|locked|closed|expired) (?:mail ?box|account|user|recipient)|",
-                r"not an active|no longer (?:active|in use|used|available)|",
-                r"has been (?:disabled|suspended|deactivated|terminated)|temporarily (?:disabled|suspended|deactivated|blocked)|",
-                r"recipient (?:is )?(?:suspended|disabled|inactive)|dormant|extended inactivity|",
-                r"account (?:is )?(?:unavailable|not available)|mailbox (?:is )?(?:temporarily )?(?:not available|unavailable) due to"
-            ),
-        ),
-        rule(
-            "hasmoved",
-            concat!(
-                r"has (?:been )?moved|address (?:has )?changed|no forwarding address|moved permanently|",
-                r"changed (?:his|her|their|its) (?:e-?mail )?address|new (?:e-?mail )?address is"
-            ),
-        ),
-        rule(
-            "norelaying",
-            concat!(
-                r"relay(?:ing)? (?:access |attempt )?(?:is )?(?:denied|not (?:permitted|allowed|authorized)|prohibited|refused|disallowed|rejected)|",
-                r"(?:not permitted|not allowed|unable|cannot|can't|do not|does not|don't|we do not) (?:to )?relay|",
-                r"no relaying|relaying (?:mail )?(?:to|from) .{0,60}(?:denied|not allowed)|relay not|not a gateway|",
-                r"relay access|open relay|not (?:a |an )?(?:local|our|accepted|hosted) domain|",
-                r"is not in my list of allowed rcpthosts"
-            ),
-        ),
-        rule(
-            "authfailure",
-            concat!(
-                r"\bspf\b|sender policy framework|\bdkim\b|\bdmarc\b|domainkeys|unauthenticated (?:e-?mail|mail|message|sender)|",
-                r"sender (?:authentication|auth) (?:fail|check|error)|authentication (?:checks?|results?) (?:fail|did not pass)|",
-                r"(?:does|did) not pass (?:our )?(?:authentication|spf|dkim|dmarc)|email authentication"
-            ),
-        ),
-        rule(
-            "userunknown",
-            concat!(
-                r"user(?:name)? (?:is |was )?(?:unknown|not found|not known|invalid|not exist|does ?n[o']t exist|doesn't exist)|",
-                r"unknown (?:local[- ]?(?:part|user)|user|recipient|mailbox|address|alias|account|e-?mail)|",
-                r"(?:no such|invalid|bad|non-?existent|unrouteable|unroutable|illegal) (?:local )?(?:user|recipient|mailbox|address|account|person|e-?mail(?: address)?|destination (?:mailbox|address)|alias)|",
-                r"(?:recipient|mail ?box|address|account|addressee|user|e-?mail(?: address)?|local part|alias)(?: name)?(?: is| was| does)? (?:unknown|not found|not known|invalid|unavailable|not (?:a )?valid|does ?n[o']t exist|doesn't exist|not exist|non-?existent|no longer (?:valid|exists?)|not listed|not recognized|not registered)|",
-                r"does not exist|doesn't exist|dosn't exist|not (?:a )?(?:valid|known|registered) (?:user|recipient|mailbox|address|account|e-?mail)|",
-                r"no (?:such )?mail ?box(?: here| by that name)?|mailbox (?:not found|unavailable)|",
-                r"(?:not|isn't|is not) (?:our|a) (?:customer|user|subscriber)|no (?:such )?account|",
-                r"could(?: not|n't) find (?:a |any |the )?(?:user|mailbox|recipient|account)|not a known user|no valid recipients|",
-                r"addressee unknown|bad destination|user not local|recipient (?:not found|rejected: user)|",
-                r"unknown or illegal|not (?:listed|found) in (?:the )?(?:directory|address book|recipient list|ldap)|",
-                r"recipientnotfound|no such recipient|undeliverable address|user lookup failed|invalid (?:mailbox|recipient)"
-            ),
-        ),
-        rule(
-            "filtered",
-            concat!(
-                r"(?:message|mail|e-?mail) (?:was |has been )?(?:filtered|refused by (?:the )?recipient)|",
-                r"rejected by (?:the )?recipient|recipient (?:has )?(?:rejected|refused|blocked) (?:your|the|this|all)|",
-                r"(?:not |isn't |is not )?accept(?:ing|s)? (?:mail|messages|e-?mails?) from (?:you|your|this|the sender)|",
-                r"user refuses?|refused to accept|blocked by (?:the )?(?:recipient|user)|",
-                r"does not accept (?:mail|e-?mail|messages) from|has restricted|only accepts? (?:mail|messages) from|",
-                r"restricted recipient|you are not (?:allowed|authorized|permitted) to (?:send|post|email)|",
-                r"not authorized to (?:send|post)|sender is not (?:allowed|authorized|permitted)|",
-                r"permission (?:denied|to post)|do not have permission|recipient (?:filter|has a filter)|",
-                r"filtered by|rejected by (?:a |the )?(?:user|recipient)(?:'s)? filter"
-            ),
-        ),
-        rule(
-            "requireptr",
-            concat!(
-                r"reverse (?:dns|lookup|hostname|address|name|mapping|resolution)|\bptr\b|\brdns\b|",
-                r"no (?:reverse|rdns)|cannot find your (?:reverse )?hostname|",
-                r"(?:ip|client|host) (?:address )?(?:has no|without|does not have|doesn't have) (?:a |any )?(?:ptr|reverse|hostname)|",
-                r"unresolvable (?:ip|client|address)|cannot resolve your (?:ip|address|hostname)|",
-                r"forward[- ]confirmed|fcrdns|reverse-dns|dns ptr|does not resolve to|",
-                r"hostname does not match|unable to resolve (?:your|the client)"
-            ),
-        ),
-        rule(
-            "notcompliantrfc",
-            concat!(
-                r"rfc ?(?:5322|2822|822|5321|2821|1123)|not (?:rfc[- ]?)?compliant|",
-                r"multiple (?:from|sender|subject|date|message-id|to) (?:header|field|line)|duplicate header|",
-                r"violat\w* (?:of )?rfc"
-            ),
-        ),
-        rule(
-            "badreputation",
-            concat!(
-                r"reputation|low (?:sender )?score|sender score|user complaints|",
-                r"unexpected volume or user complaints"
-            ),
-        ),
-        rule(
-            "contenterror",
-            concat!(
-                r"content (?:error|type)|header (?:error|syntax|too long|line too long|is malformed)|",
-                r"invalid (?:header|mime|content|character)|mime (?:error|format|structure|type)|",
-                r"(?:message|mail) format|line too long|malformed|bad (?:header|content)|",
-                r"encoding (?:error|problem)|improper(?:ly)? (?:formatted|encoded)"
-            ),
-        ),
-        rule(
-            "rejected",
-            concat!(
-                r"sender (?:address |domain )?(?:was )?(?:rejected|refused|denied|blacklisted|unknown|invalid|blocked|not (?:allowed|permitted|authorized|verified|accepted))|",
-                r"domain of sender address|sender verif\w* fail|sender domain (?:must|not|does|is|unknown)|",
-                r"(?:unknown|invalid|bad|unverified|unverifiable|nonexistent) sender|",
-                r"envelope (?:from|sender)|mail from (?:address )?(?:rejected|refused|denied|invalid|not accepted)|",
-                r"(?:invalid|bad|unknown) (?:from|return) address|return[- ]path|",
-                r"(?:rejected|refused|denied|blocked) (?:the |your )?sender|sender (?:address )?is (?:on|in) (?:a |the |our )?(?:black|block|deny)"
-            ),
-        ),
-        rule(
-            "hostunknown",
-            concat!(
-                r"host (?:or domain )?(?:name )?(?:unknown|not found|lookup failed|does not exist|is unknown)|",
-                r"unknown (?:host|domain|mail domain)|",
-                r"domain (?:name )?(?:not found|does not exist|doesn't exist|is not valid|unknown|invalid|not exist|lookup failed|has no mx|could not be found)|",
-                r"(?:no such|invalid|nonexistent|non-existent|bad|unrouteable|unroutable) (?:mail )?(?:domain|host)|",
-                r"name or service not known|no mx (?:record|for|host)|mx (?:record )?lookup (?:failed|failure)|",
-                r"name ?server error|not (?:a )?valid (?:mail )?domain|could not resolve (?:mx|domain|host)|",
-                r"cannot resolve (?:mx|domain|host)|host ?name lookup failure|nxdomain|",
-                r"domain is not (?:configured|hosted|registered)|unable to route|no route to domain|",
-                r"unresolvable (?:domain|host)|host not found"
-            ),
-        ),
-        rule(
-            "spamdetected",
-            concat!(
-                r"\bspam(?:\b|my|mer|ming|ish)|junk (?:mail|e-?mail)|unsolicited|bulk (?:mail|e-?mail)|\bube\b|\buce\b|",
-                r"spamassassin|considered (?:as )?(?:junk|unsolicited|bulk)|",
-                r"classified as (?:junk|bulk)|phishing|blocked for abuse|",
-                r"message content rejected|content (?:filter|scan)|high probability|score too high|",
-                r"not accepted for policy reasons"
-            ),
-        ),
-        rule(
-            "toomanyconn",
-            concat!(
-                r"too many (?:concurrent |simultaneous |open )?connections|connection (?:frequency|rate|limit)|",
-                r"max(?:imum)? (?:number of )?(?:connections|sessions)|too many sessions|",
-                r"connection count|concurrent connections"
-            ),
-        ),
-        rule(
-            "speeding",
-            concat!(
-                r"rate ?limit|rate-limit|sending rate|too (?:many|much) (?:messages|mail|e-?mails)|",
-                r"receiving mail (?:at a rate|too fast)|exceeded (?:the )?(?:rate|sending|message)|throttl|",
-                r"too fast|at a rate|messages per (?:hour|minute|second|day)|unusual rate"
-            ),
-        ),
-        rule(
-            "blocked",
-            concat!(
-                r"block(?:ed|list|listed|ing)|black ?list|\brbl\b|dnsbl|spamhaus|spamcop|barracuda|sorbs|",
-                r"listed (?:at|in|on|by)|your (?:ip|host|server|network|domain|mail server)|",
-                r"(?:client|connecting) (?:host|ip|address)|ip (?:address )?(?:\S+ )?(?:is )?(?:rejected|not allowed|banned|refused)|",
-                r"access denied|banned|not allowed to (?:connect|send)|",
-                r"connection (?:rejected|refused) (?:by|from|due)|refused to talk|go away|\bhelo\b|\behlo\b|",
-                r"dynamic ip|dial-?up|residential|does not match your ip|mail server is not allowed|",
-                r"service (?:is )?not available.{0,40}(?:ip|host)|poor reputation"
-            ),
-        ),
-    ]
-});
-
-/// Step 2, in order: reasons that only the text can reveal.
-static TEXT_ONLY: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    vec![
-        rule(
-            "virusdetected",
-            r"virus|malware|infected|trojan|\bworm\b|malicious",
-        ),
-        rule(
-            "policyviolation",
-            concat!(
-                r"polic(?:y|ies)|violat|prohibited|not (?:permitted|allowed) by|",
-                r"acceptable use|terms of (?:service|use)|forbidden"
-            ),
-        ),
-        rule(
-            "networkerror",
-            concat!(
-                r"connection (?:was )?(?:refused|timed? ?out|reset|closed|lost|dropped|failure|failed)|timed? ?out|timeout|",
-                r"network (?:is )?(?:unreachable|error|failure)|no route to host|(?:host|server) (?:is )?unreachable|unreachable|",
-                r"(?:could not|unable to|can't|cannot|failed to) connect|connect to .{0,80} failed|lost connection|",
-                r"broken pipe|too many hops|hop count|mail loop|routing loop|loops? back|loop detected|",
-                r"dns (?:error|failure|problem|lookup|timeout)|temporary dns|servfail"
-            ),
-        ),
-        rule(
-            "systemerror",
-            concat!(
-                r"system (?:error|failure|problem)|internal (?:server )?error|server error|local error|",
-                r"mail system (?:error|problem)|configuration error|misconfigur|processing error|i/o error|",
-                r"temporary (?:local )?(?:failure|problem|error)|try again later|temporar|",
-                r"resources? (?:temporarily )?unavailable|service (?:temporarily )?unavailable"
-            ),
-        ),
-        rule(
-            "systemfull",
-            concat!(
-                r"system (?:is )?full|insufficient system storage|(?:disk|file ?system|server storage) (?:is )?full|",
-                r"no space left on device|out of (?:disk )?space|not enough (?:disk )?space|insufficient (?:disk )?space"
-            ),
-        ),
-        rule(
-            "notaccept",
-            concat!(
-                r"(?:does not|doesn't|do not|will not|won't|not) accept(?:ing)? (?:any )?(?:e-?)?mail|null mx|",
-                r"no mail(?: is)? accepted|not accepting (?:network )?messages|accepts no mail|nolisting|",
-                r"host does not receive mail"
-            ),
-        ),
-        rule(
-            "expired",
-            concat!(
-                r"expired|delivery time|retry (?:time|timeout|period)|too long in (?:the )?queue|giving up|gave up|",
-                r"could not be delivered (?:within|for|in)|has been delayed|been in (?:the )?queue|",
-                r"no further (?:delivery )?attempts|undeliverable for|not (?:been )?delivered (?:within|for|in)|",
-                r"cannot send message for|message (?:is|has been|was) (?:delayed|deferred)|will (?:be )?retr|",
-                r"still (?:being )?(?:retried|trying)|maximum (?:time|retries)|retry limit|too many retries"
-            ),
-        ),
-        rule(
-            "failedstarttls",
-            r"starttls|tls (?:is )?required|tls negotiation|requires? (?:a )?secure connection",
-        ),
-        rule(
-            "securityerror",
-            concat!(
-                r"authentication (?:is )?required|must (?:be )?authenticat|auth(?:entication)? (?:failed|failure|error|mechanism)|",
-                r"not authorized|unauthori[sz]ed|insecure|security|certificate|encrypt|credentials"
-            ),
-        ),
-        rule(
-            "mailererror",
-            concat!(
-                r"mailer error|x-unix|command (?:died|failed)|exit (?:code|status)|procmail|pipe to|",
-                r"program (?:failed|exited)|local delivery failed|unknown mailer"
-            ),
-        ),
-        rule(
-            "syntaxerror",
-            concat!(
-                r"syntax error|command (?:not )?(?:recognized|unrecognized)|unrecognized command|bad sequence|",
-                r"out of sequence|invalid command|command not implemented"
-            ),
-        ),
-    ]
-});
 
 /// The reason an enhanced status code decides on its own, if any.
 pub fn decisive_status_reason(status: &str) -> Option<&'static str> {
@@ -355,7 +51,7 @@ fn fallback_status_reason(status: &str) -> Option<&'static str> {
     let (subject, _) = detail.split_once('.')?;
     Some(match (subject, detail) {
         (_, "2.0" | "2.1") => "filtered",
-        (_, "2.4") => "systemerror",
+        (_, "2.4" | "4.3") => "systemerror",
         (_, "4.4") => "hostunknown",
         (_, "4.7") => "expired",
         ("3", _) => "systemerror",
@@ -380,18 +76,69 @@ pub struct Evidence<'a> {
     pub diagnostic_type: Option<&'a str>,
     /// The SMTP command the remote server answered, upper-case.
     pub command: Option<&'a str>,
+    /// The whole notice, read when the diagnostic says nothing known.
+    pub context: &'a str,
 }
+
+/// Status codes precise enough to beat any text.
+const STRONG: [&str; 8] = [
+    "rejected",
+    "exceedlimit",
+    "authfailure",
+    "requireptr",
+    "suspend",
+    "notaccept",
+    "systemfull",
+    "networkerror",
+];
 
 /// The sisimai reason name for what a report says about one recipient.
 pub fn reason_for(e: &Evidence<'_>) -> &'static str {
     if e.status.is_some_and(|s| s.starts_with('2')) {
         return "delivered";
     }
-    let text = e.diagnostic;
     let decided = e.status.and_then(decisive_status_reason);
+    if let Some(reason) = decided.filter(|r| STRONG.contains(r)) {
+        return reason;
+    }
+    let found = match_text(e, e.diagnostic, decided);
+    if !matches!(found, "onhold" | "undefined") || e.context.trim().is_empty() {
+        return found;
+    }
+    // the report's own words about the failure, when the recipient's
+    // lines say nothing that a rule knows
+    match match_text(e, e.context, decided) {
+        "onhold" | "undefined" => found,
+        other => other,
+    }
+}
+
+/// Steps 1 to 3 on one text.
+fn match_text(e: &Evidence<'_>, text: &str, decided: Option<&'static str>) -> &'static str {
+    let temporary = e.status.is_some_and(|s| s.starts_with('4'));
+    if e.status.is_some_and(|s| s.ends_with(".4.1"))
+        && text
+            .to_ascii_lowercase()
+            .contains("recipient address rejected: access denied")
+    {
+        // Microsoft's directory-based edge blocking: no such recipient
+        return "userunknown";
+    }
     for rule in DECISIVE.iter() {
-        if decided == Some(rule.reason) || (!text.is_empty() && rule.text.is_match(text)) {
-            return rule.reason;
+        let by_status = decided == Some(rule.reason);
+        if !by_status && (text.is_empty() || !rule.text.is_match(text)) {
+            continue;
+        }
+        match rule.reason {
+            // a user "unknown" after the recipient was accepted is a filter
+            "userunknown" if !by_status => match e.command {
+                Some("RCPT") => return "userunknown",
+                Some("MAIL") => continue,
+                _ if e.status.is_some_and(is_address_status) => return "userunknown",
+                _ => return "filtered",
+            },
+            "hostunknown" if temporary => return "networkerror",
+            reason => return reason,
         }
     }
     if !text.is_empty() {
@@ -408,8 +155,10 @@ pub fn reason_for(e: &Evidence<'_>) -> &'static str {
     if e.delayed {
         return "expired";
     }
-    if matches!(e.command, Some("EHLO" | "HELO" | "CONNECT")) {
-        return "blocked";
+    match e.command {
+        Some("EHLO" | "HELO" | "CONNECT") => return "blocked",
+        Some("MAIL") => return "rejected",
+        _ => {}
     }
     if let Some(reason) = e.status.and_then(fallback_status_reason) {
         return reason;
@@ -419,6 +168,13 @@ pub fn reason_for(e: &Evidence<'_>) -> &'static str {
     } else {
         "onhold"
     }
+}
+
+/// X.1.x codes but the sender's (X.1.7, X.1.8): about the recipient's address.
+fn is_address_status(status: &str) -> bool {
+    let mut parts = status.split('.');
+    parts.next();
+    parts.next() == Some("1") && !matches!(parts.next(), Some("7" | "8"))
 }
 
 /// sisimai's hard bounce: permanent and of a reason that does not go away.
@@ -479,16 +235,27 @@ pub fn find_replycode(text: &str) -> Option<u16> {
 }
 
 /// Decides status, permanence, reason and hardness for one recipient.
-pub(crate) fn finish(r: &Reported) -> FailedRecipient {
+///
+/// `context` is the report's whole notice, read only when the recipient's
+/// own lines say nothing a rule knows.
+pub(crate) fn finish(r: &Reported, context: &str) -> FailedRecipient {
     let delayed = r.delayed || r.action.as_deref() == Some("delayed");
     let status = r.status.clone();
-    let reason = reason_for(&Evidence {
+    let mut reason = reason_for(&Evidence {
         status: status.as_deref(),
         diagnostic: &r.diagnostic,
         delayed,
         diagnostic_type: r.diagnostic_type.as_deref(),
         command: r.command.as_deref(),
+        context,
     });
+    if is_google_group(&r.address)
+        && matches!(reason, "onhold" | "undefined" | "filtered" | "userunknown")
+    {
+        // Google Groups refuses posts from non-members and to groups that
+        // are gone with the same words: the sender was refused
+        reason = "rejected";
+    }
     let permanent = match status.as_deref().map(|s| s.as_bytes()[0]) {
         Some(b'5') => Some(true),
         Some(b'4') => Some(false),
@@ -511,6 +278,12 @@ pub(crate) fn finish(r: &Reported) -> FailedRecipient {
         diagnostic: (!diagnostic.is_empty())
             .then(|| super::view::truncate(diagnostic, 2000).to_string()),
     }
+}
+
+fn is_google_group(address: &str) -> bool {
+    address
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| d.eq_ignore_ascii_case("googlegroups.com"))
 }
 
 #[cfg(test)]
@@ -540,7 +313,15 @@ mod tests {
 
     #[test]
     fn text_beats_generic_codes() {
-        assert_eq!(reason(Some("5.0.0"), "550 User unknown"), "userunknown");
+        let at_rcpt = Evidence {
+            status: Some("5.0.0"),
+            diagnostic: "550 User unknown",
+            command: Some("RCPT"),
+            ..Evidence::default()
+        };
+        assert_eq!(reason_for(&at_rcpt), "userunknown");
+        // an unknown user announced after DATA is a filter (sisimai's view)
+        assert_eq!(reason(Some("5.0.0"), "550 User unknown"), "filtered");
         assert_eq!(
             reason(
                 Some("5.7.1"),

@@ -151,6 +151,7 @@ impl View {
         for text in texts {
             push_text(&mut notice, &text);
         }
+        let notice = undo_soft_breaks(notice);
         let (before, after) = split_at_separator(&notice);
         if !after.is_empty() {
             let rest = std::mem::take(&mut self.inline_original);
@@ -264,6 +265,17 @@ fn push_text(to: &mut String, text: &str) {
     to.push_str(truncate(text, MAX_NOTICE - to.len()));
 }
 
+/// Quoted-printable left undecoded (a part that did not declare it):
+/// soft line breaks and the commonest escapes.
+fn undo_soft_breaks(text: String) -> String {
+    if text.matches("=\n").count() < 3 || !(text.contains("=3D") || text.contains("=20")) {
+        return text;
+    }
+    text.replace("=\n", "")
+        .replace("=20", " ")
+        .replace("=3D", "=")
+}
+
 /// The body of a raw message as text, without boundary lines and MIME
 /// part headers.
 fn raw_body_text(raw: &[u8]) -> String {
@@ -338,7 +350,9 @@ pub(crate) fn parse_header_block(text: &str) -> Vec<(String, String)> {
         }
         if line.starts_with([' ', '\t']) {
             if let Some((_, v)) = out.last_mut() {
-                v.push(' ');
+                if !v.is_empty() {
+                    v.push(' ');
+                }
                 v.push_str(line.trim());
             }
             continue;
