@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,6 +106,14 @@ impl Magic {
             ("hangup", _) => Magic::Hangup(count(n)),
             ("slow", Some(s)) => Magic::Slow(s.min(MAX_SLOW_SECS)),
             _ => Magic::Accept,
+        }
+    }
+
+    /// Seconds to wait before answering the end of DATA.
+    fn delay(self) -> Option<u64> {
+        match self {
+            Magic::Slow(secs) => Some(secs),
+            _ => None,
         }
     }
 }
@@ -377,15 +386,8 @@ impl Session {
                 return Ok(Flow::Drop);
             }
         };
-        let delay = envelope
-            .rcpts
-            .iter()
-            .filter_map(|r| match Magic::of(r) {
-                Magic::Slow(s) => Some(s),
-                _ => None,
-            })
-            .max();
-        if let Some(secs) = delay {
+        let delay = envelope.rcpts.iter().filter_map(|r| Magic::of(r).delay());
+        if let Some(secs) = delay.max() {
             self.shared
                 .event(json!({"ev": "slow", "conn": self.id, "secs": secs}));
             tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -512,25 +514,25 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     );
 }
 
+/// Reports a start-up failure on stderr.
+fn fail(what: String) -> ExitCode {
+    eprintln!("facteur-sink: {what}");
+    ExitCode::FAILURE
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let log = match std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&args.log)
-    {
+        .open(&args.log);
+    let log = match file {
         Ok(log) => log,
-        Err(e) => {
-            eprintln!("facteur-sink: opening {}: {e}", args.log.display());
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("opening {}: {e}", args.log.display())),
     };
-    if let Some(dir) = &args.maildir {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("facteur-sink: creating {}: {e}", dir.display());
-            return std::process::ExitCode::FAILURE;
-        }
+    if let Some(Err(e)) = args.maildir.as_ref().map(std::fs::create_dir_all) {
+        return fail(format!("creating the maildir: {e}"));
     }
     let shared = Arc::new(Shared {
         log: Mutex::new(log),
@@ -543,14 +545,11 @@ async fn main() -> std::process::ExitCode {
     for addr in args.listen {
         let listener = match TcpListener::bind(addr).await {
             Ok(listener) => listener,
-            Err(e) => {
-                eprintln!("facteur-sink: binding {addr}: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
+            Err(e) => return fail(format!("binding {addr}: {e}")),
         };
         match listener.local_addr() {
             Ok(bound) => println!("listening {bound}"),
-            Err(e) => eprintln!("facteur-sink: local address: {e}"),
+            Err(e) => return fail(format!("local address: {e}")),
         }
         tasks.push(tokio::spawn(serve(listener, shared.clone())));
     }
@@ -559,7 +558,7 @@ async fn main() -> std::process::ExitCode {
     for task in tasks {
         let _ = task.await;
     }
-    std::process::ExitCode::SUCCESS
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
