@@ -66,12 +66,10 @@ pub(crate) fn enrich(found: &mut [Reported], from_text: &[Reported]) {
         };
         if r.diagnostic.trim().is_empty() {
             r.diagnostic = t.diagnostic.clone();
-        } else if !t.diagnostic.is_empty() && !r.diagnostic.contains(t.diagnostic.as_str()) {
-            r.diagnostic = format!("{} {}", r.diagnostic, t.diagnostic);
-        }
-        r.replycode = r.replycode.or(t.replycode);
-        if r.status.is_none() {
-            r.status = t.status.clone();
+            r.replycode = r.replycode.or(t.replycode);
+            if r.status.as_deref().is_none_or(is_generic) {
+                r.status = t.status.clone().or(r.status.take());
+            }
         }
         if r.command.is_none() {
             r.command = t.command.clone();
@@ -205,8 +203,10 @@ fn reported(group: &Fields) -> Option<Reported> {
     }
     let field_status = field(group, "status").and_then(parse_status);
     let text_status = find_status(&diagnostic);
+    // the code the remote server gave is more telling than the reporting
+    // MTA's summary of it, when both are of the same class
     let status = match (field_status, text_status) {
-        (Some(f), Some(t)) if is_generic(&f) && t.as_bytes()[0] == f.as_bytes()[0] => Some(t),
+        (Some(f), Some(t)) if t.as_bytes()[0] == f.as_bytes()[0] => Some(t),
         (Some(f), _) => Some(f),
         (None, t) => t,
     };
@@ -237,7 +237,7 @@ static COMMAND: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?i)(?:(?:in reply to|after|reply to|response to|during|while sending)\s+(?:the\s+)?(?:end of\s+)?",
         r"|>>>\s*)(rcpt to|mail from|data|ehlo|helo|rcpt|mail|connect|starttls|auth|initial connection)\b",
-        r"|(does not like recipient)"
+        r"|(does not like recipient|recipient address rejected|has rejected address|\brcpt(?:[ _]?to)?\b)"
     ))
     .expect("valid regex")
 });
@@ -312,6 +312,10 @@ mod tests {
 
     #[test]
     fn command_in_diagnostic() {
+        assert_eq!(
+            command_of("553 5.3.0 No such user [RCPT_TO]").as_deref(),
+            Some("RCPT")
+        );
         assert_eq!(
             command_of("550 5.1.1 unknown (in reply to RCPT TO command)").as_deref(),
             Some("RCPT")

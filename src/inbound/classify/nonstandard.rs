@@ -475,10 +475,21 @@ fn block_after(lines: &[&str], i: usize, end: usize, led: bool) -> String {
         if leads_line(t) {
             break;
         }
+        if is_ruler(t) {
+            if out.trim().is_empty() {
+                continue;
+            }
+            break;
+        }
         out.push(' ');
         out.push_str(t);
     }
     out.trim().to_string()
+}
+
+/// A line of dashes (with a title, maybe) that starts a new section.
+fn is_ruler(line: &str) -> bool {
+    line.starts_with("---") || line.starts_with("===") || line.starts_with("***")
 }
 
 /// True when a line starts with an address presented as a recipient.
@@ -490,14 +501,16 @@ fn leads_line(line: &str) -> bool {
     })
 }
 
-/// Other lines of the notice that name the address with an error code
-/// (Sendmail's session transcript, for instance).
+/// Other lines of the notice that name the address with an error code or
+/// words (Sendmail's session transcript, for instance).
 fn error_lines(notice: &str, addr: &str) -> String {
     let lower = addr.to_ascii_lowercase();
     notice
         .lines()
         .take(MAX_LINES)
-        .filter(|l| l.to_ascii_lowercase().contains(&lower) && has_codes(l))
+        .filter(|l| {
+            l.to_ascii_lowercase().contains(&lower) && (has_codes(l) || ERROR_WORDS.is_match(l))
+        })
         .map(str::trim)
         .take(4)
         .collect::<Vec<_>>()

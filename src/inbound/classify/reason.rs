@@ -27,7 +27,7 @@ pub const HARD_REASONS: [&str; 4] = ["userunknown", "hostunknown", "hasmoved", "
 pub fn decisive_status_reason(status: &str) -> Option<&'static str> {
     let (_, detail) = status.split_once('.')?;
     Some(match detail {
-        "1.1" | "1.3" | "1.4" | "1.10" => "userunknown",
+        "1.1" | "1.4" | "1.10" => "userunknown",
         "1.2" => "hostunknown",
         "1.6" => "hasmoved",
         "1.7" | "1.8" => "rejected",
@@ -51,6 +51,7 @@ fn fallback_status_reason(status: &str) -> Option<&'static str> {
     let (subject, _) = detail.split_once('.')?;
     Some(match (subject, detail) {
         (_, "2.0" | "2.1") => "filtered",
+        (_, "1.3") => "userunknown",
         (_, "2.4" | "4.3") => "systemerror",
         (_, "4.4") => "hostunknown",
         (_, "4.7") => "expired",
@@ -362,7 +363,7 @@ mod tests {
         assert_eq!(
             reason(
                 None,
-                "connect to mx.example.org[192.0.2.1]:25: Connection timed out"
+                "connect to mx.example.org[192.0.2.1]:25: Connection refused"
             ),
             "networkerror"
         );
