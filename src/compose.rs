@@ -5,6 +5,10 @@
 //! compiled once and kept in a small cache. Headers are checked for CR/LF
 //! and reserved names when the request arrives ([`check_header`]); the
 //! rendered subject loses any line break a variable brought in.
+//!
+//! Besides the recipient's variables, templates see `email`, `name` and,
+//! on mail that is not transactional, `unsubscribe_url`: the recipient's
+//! unsubscribe page, which link tracking leaves as it is.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -257,6 +261,10 @@ impl Composer {
             .or_insert_with(|| rec.email.clone().into());
         if let Some(n) = &rec.name {
             ctx.entry("name").or_insert_with(|| n.clone().into());
+        }
+        if let Some((https, _)) = &extras.unsubscribe {
+            ctx.entry("unsubscribe_url")
+                .or_insert_with(|| https.clone().into());
         }
         let ctx = minijinja::Value::from_serialize(&ctx);
         let render = |part: &'static str, name: &str| -> Result<String, ComposeError> {

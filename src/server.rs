@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, AppState};
-use crate::compose::{Composer, Decorate, Plain};
+use crate::compose::{Composer, Decorate};
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::events::EventBus;
@@ -46,7 +46,7 @@ pub async fn run(
         Some(s) => EventBus::new().with_sink(s),
         None => EventBus::new(),
     };
-    let decorate: Arc<dyn Decorate> = Arc::new(Plain);
+    let decorate: Arc<dyn Decorate> = Arc::new(crate::tracking::Tracker::new(&cfg, signer.clone()));
     let delivery = Delivery::start(
         cfg.clone(),
         spool.clone(),
@@ -66,7 +66,8 @@ pub async fn run(
         signer: signer.clone(),
         started: Instant::now(),
     });
-    let router = api::with_http_metrics(api::router(app.clone()), app.clone());
+    let router = api::router(app.clone()).merge(crate::tracking::endpoints::router(app.clone()));
+    let router = api::with_http_metrics(router, app.clone());
 
     let listener = TcpListener::bind(cfg.api.listen)
         .await

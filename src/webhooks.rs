@@ -44,7 +44,9 @@ fn queue_name(index: usize) -> String {
 pub struct WebhookSink {
     spool: Spool,
     endpoints: Vec<WebhookEndpoint>,
-    wake: Arc<Notify>,
+    /// One per endpoint: `notify_one` keeps a permit when the dispatcher is
+    /// busy posting, so an event queued meanwhile is not left waiting.
+    wake: Vec<Arc<Notify>>,
 }
 
 impl DurableSink for WebhookSink {
@@ -69,8 +71,8 @@ impl DurableSink for WebhookSink {
             if let Err(err) = self.spool.enqueue(&queue_name(i), &bytes) {
                 tracing::error!(error = %err, "cannot queue webhook event");
             }
+            self.wake[i].notify_one();
         }
-        self.wake.notify_waiters();
     }
 }
 
@@ -105,9 +107,16 @@ pub fn start(
     if cfg.endpoints.is_empty() {
         return (None, Webhooks { tasks: Vec::new() });
     }
-    let wake = Arc::new(Notify::new());
+    let wake: Vec<Arc<Notify>> = cfg
+        .endpoints
+        .iter()
+        .map(|_| Arc::new(Notify::new()))
+        .collect();
+    // A redirect is a failure: following it would turn the POST into a GET
+    // to somewhere else.
     let client = reqwest::Client::builder()
         .timeout(cfg.timeout.0)
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
     let tasks = cfg
@@ -122,7 +131,7 @@ pub fn start(
                 client: client.clone(),
                 metrics: metrics.clone(),
                 max_attempts: cfg.max_attempts.max(1),
-                wake: wake.clone(),
+                wake: wake[i].clone(),
             };
             tokio::spawn(d.run(stop.clone()))
         })
@@ -154,6 +163,9 @@ struct Dispatcher {
     wake: Arc<Notify>,
 }
 
+/// Queue items read at a time.
+const BATCH: usize = 64;
+
 /// Delay after `attempts` failures: 1 s, 2 s, 4 s… up to 10 minutes.
 fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(10).saturating_sub(1)).min(Duration::from_secs(600))
@@ -166,14 +178,19 @@ impl Dispatcher {
             if *stop.borrow() {
                 return;
             }
-            let items = match self.spool.queue_items(&name, 64) {
+            let items = match self.spool.queue_items(&name, BATCH) {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read webhook queue");
                     Vec::new()
                 }
             };
-            let mut wait = Duration::from_secs(1);
+            // A full batch means more may be waiting: read again at once.
+            let mut wait = if items.len() == BATCH {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1)
+            };
             for (seq, bytes) in items {
                 if *stop.borrow() {
                     return;
@@ -220,6 +237,9 @@ impl Dispatcher {
                 wait = delay;
                 break;
             }
+            if wait.is_zero() {
+                continue;
+            }
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = self.wake.notified() => {}
@@ -245,7 +265,11 @@ impl Dispatcher {
             .send()
             .await;
         match r {
-            Ok(resp) if resp.status().is_success() => true,
+            Ok(resp) if resp.status().is_success() => {
+                // Read the body so that the connection goes back to the pool.
+                let _ = resp.bytes().await;
+                true
+            }
             Ok(resp) => {
                 tracing::debug!(url = %self.endpoint.url, status = %resp.status(), "webhook refused");
                 false

@@ -174,6 +174,10 @@ pub async fn get_message(
         .spool
         .message(&id)?
         .ok_or_else(|| ApiError::not_found("message"))?;
+    // Opens and clicks live in their own log; the timeline shows both.
+    let mut events = rec.events;
+    events.extend(app.spool.tracking_events(&id)?);
+    events.sort_by_key(|e| e.at);
     Ok(Json(MessageView {
         next_attempt_at: if rec.state.is_final() {
             None
@@ -188,7 +192,7 @@ pub async fn get_message(
         campaign: rec.campaign,
         attempts: rec.attempts,
         last_reply: rec.last_reply,
-        events: rec.events,
+        events,
     }))
 }
 

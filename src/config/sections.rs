@@ -245,6 +245,9 @@ pub struct TrackingConfig {
     pub scanner_click_window: HumanDuration,
     /// Campaign label values kept in metrics before folding into `other`.
     pub max_campaigns: usize,
+    /// Answer an open or click only once its event is flushed to disk
+    /// (group commit); otherwise sled flushes it within 50 ms.
+    pub flush_events: bool,
 }
 
 impl Default for TrackingConfig {
@@ -256,6 +259,7 @@ impl Default for TrackingConfig {
             unsubscribe_scope: UnsubscribeScope::Marketing,
             scanner_click_window: d("10s"),
             max_campaigns: 50,
+            flush_events: false,
         }
     }
 }

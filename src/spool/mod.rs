@@ -15,6 +15,7 @@
 //! | `u/{campaign}/{email}` | uniqueness marker of a campaign |
 //! | `f/{finished_ms BE}{id}` | finished messages, for compaction |
 //! | `k/{key}` | small markers (acknowledgements sent, unique opens) |
+//! | `e/{id}/{seq BE}` | opens and clicks of a message, one small record each |
 //!
 //! Durability: [`Spool::accept`] returns only after a flush that covers the
 //! write; concurrent callers share one flush ([`flusher`]). Other writes
@@ -120,6 +121,12 @@ fn fkey(at_ms: u64, id: &str) -> Vec<u8> {
     k.extend_from_slice(&at_ms.to_be_bytes());
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The prefix of a message's tracking log: ids hold no `/`, so one
+/// message's prefix never covers another's.
+fn ekey_prefix(id: &str) -> Vec<u8> {
+    [b"e/", id.as_bytes(), b"/"].concat()
 }
 
 fn skey(scope: &str, email: &str) -> Vec<u8> {
@@ -282,6 +289,35 @@ impl Spool {
     /// Appends an event to a message's timeline.
     pub fn add_event(&self, id: &str, event: Event) -> Result<Option<MessageRecord>> {
         self.update_message(id, |rec| rec.record(event.clone()))
+    }
+
+    /// Appends an open or a click to the message's tracking log
+    /// (`e/{id}/{seq}`). A small write of its own: the message record is
+    /// neither rewritten nor grown, so that a message opened a thousand times
+    /// costs a thousand small inserts, not a thousand rewrites of a growing
+    /// record, and tracking never contends with delivery for the record.
+    pub fn add_tracking_event(&self, id: &str, event: &Event) -> Result<()> {
+        let seq = self.db.generate_id()?;
+        let mut k = ekey_prefix(id);
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.tree.insert(k, encode(event))?;
+        Ok(())
+    }
+
+    /// The tracking log of a message (see [`Spool::add_tracking_event`]),
+    /// oldest first.
+    pub fn tracking_events(&self, id: &str) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(ekey_prefix(id)) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// How many events the tracking log of a message holds.
+    pub fn tracking_event_count(&self, id: &str) -> usize {
+        self.tree.scan_prefix(ekey_prefix(id)).keys().count()
     }
 
     /// Moves a message's due-index entry: `from` (the old due time) is

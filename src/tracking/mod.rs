@@ -8,11 +8,23 @@
 //! - [`machine`]: the one place deciding that an open or a click was made by
 //!   a machine (privacy proxy, link scanner, bot).
 //!
-//! Everything here is pure: no I/O, no clock, no global state. The HTTP
-//! endpoints that use it live apart.
+//! Those are pure: no I/O, no clock, no global state. The service
+//! parts build on them:
+//!
+//! - [`service`]: [`Tracker`], which compose calls to rewrite links, add the
+//!   pixel and the `List-Unsubscribe` URLs of each outgoing message.
+//! - [`endpoints`]: the public routes `/t/o/`, `/t/c/`, `/u/` that record
+//!   opens, clicks and unsubscribes; [`unsubscribe_by_message`] for the
+//!   `mailto:` unsubscribe.
+//! - `page`: the pixel and the unsubscribe pages.
 
+pub mod endpoints;
 pub mod machine;
+mod page;
+pub mod service;
 pub mod token;
 
+pub use endpoints::{unsubscribe_by_message, Unsubscribed};
 pub use machine::{classify_click, classify_open, ClickRules, HttpMethod, RequestContext, Verdict};
+pub use service::Tracker;
 pub use token::{SignerConfigError, TokenError, TokenKind, TokenSigner, TrackingToken};
