@@ -89,9 +89,14 @@ type Fields = Vec<(String, String)>;
 
 /// Splits DSN text into per-recipient field groups. In `embedded` mode the
 /// fields sit in free text: only known field names count, indented or not.
+///
+/// Groups end at blank lines, and also where the field that opened the
+/// first recipient group comes again (some MTAs run groups together, and
+/// not all of them open a group with `Final-Recipient`).
 fn recipient_groups(text: &str, embedded: bool) -> Vec<Fields> {
     let mut groups: Vec<Fields> = Vec::new();
     let mut current: Fields = Vec::new();
+    let mut leading: Option<String> = None;
     let close = |current: &mut Fields, groups: &mut Vec<Fields>| {
         if current.iter().any(|(k, _)| is_recipient_field(k)) {
             groups.push(std::mem::take(current));
@@ -114,22 +119,14 @@ fn recipient_groups(text: &str, embedded: bool) -> Vec<Fields> {
         if known && !(folded && !embedded) {
             let c = field.expect("checked above");
             let name = c[1].to_ascii_lowercase();
-            let starts_new = match name.as_str() {
-                "final-recipient" => {
-                    let has = |n: &str| current.iter().any(|(k, _)| k == n);
-                    has("final-recipient")
-                        || (has("action") && has("original-recipient") && {
-                            // Original-Recipient, Action, then Final-Recipient:
-                            // the Original belonged to the previous recipient
-                            let pos = |n: &str| current.iter().position(|(k, _)| k == n);
-                            pos("original-recipient") < pos("action")
-                        })
+            if is_per_recipient(&name) {
+                match &leading {
+                    None => leading = Some(name.clone()),
+                    Some(l) if *l == name && current.iter().any(|(k, _)| *k == name) => {
+                        close(&mut current, &mut groups);
+                    }
+                    Some(_) => {}
                 }
-                "original-recipient" => current.iter().any(|(k, _)| is_recipient_field(k)),
-                _ => false,
-            };
-            if starts_new {
-                close(&mut current, &mut groups);
             }
             current.push((name, c[2].trim().to_string()));
         } else if folded {
@@ -143,6 +140,14 @@ fn recipient_groups(text: &str, embedded: bool) -> Vec<Fields> {
     }
     close(&mut current, &mut groups);
     groups
+}
+
+/// Fields that RFC 3464 puts in a per-recipient group.
+fn is_per_recipient(name: &str) -> bool {
+    matches!(
+        name,
+        "final-recipient" | "original-recipient" | "action" | "status" | "x-actual-recipient"
+    )
 }
 
 fn is_recipient_field(name: &str) -> bool {
@@ -276,6 +281,22 @@ mod tests {
         assert_eq!(found[0].status.as_deref(), Some("5.1.1"));
         assert_eq!(found[0].replycode, Some(550));
         assert_eq!(found[1].action.as_deref(), Some("delayed"));
+    }
+
+    #[test]
+    fn groups_opened_by_final_recipient() {
+        let v = view_with_status(
+            "Final-Recipient: rfc822; a@example.org\nOriginal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.1.1\nFinal-Recipient: rfc822; b@example.org\nOriginal-Recipient: rfc822; b@example.org\nAction: failed\nStatus: 5.2.2\n",
+        );
+        let found = parse(&v);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].status.as_deref(), Some("5.2.2"));
+        let v = view_with_status(
+            "Action: failed\nStatus: 5.0.0\nOriginal-recipient: rfc822;x@example.com\nFinal-recipient: rfc822;x@internal\n",
+        );
+        let found = parse(&v);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].address, "x@example.com");
     }
 
     #[test]

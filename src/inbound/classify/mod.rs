@@ -209,9 +209,12 @@ fn bounce_recipients(view: &View) -> Option<Vec<FailedRecipient>> {
         if let Some(text) = &text {
             dsn::enrich(&mut found, &text.recipients);
         }
-        if delayed {
-            for r in &mut found {
-                r.delayed = true;
+        let sole = found.len() == 1;
+        for r in &mut found {
+            r.delayed |= delayed;
+            if sole && r.command.is_none() {
+                // the notice's transcript tells at which command it failed
+                r.command = dsn::command_of(&view.notice);
             }
         }
         return Some(

@@ -238,10 +238,10 @@ static ERROR_WORDS: LazyLock<Regex> = LazyLock::new(|| {
 /// What may stand before an address that leads its line.
 static LEADING_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     ci(concat!(
-        r"^(?:[\W\d]{0,6}|(?:rcpt to|recipient|recipients|failed recipients?|original recipient|final recipient|",
+        r"^[\W\d]{0,6}(?:(?:rcpt to|recipient|recipients|failed recipients?|original recipient|final recipient|",
         r"intended recipient|address|addressed to|bad address|invalid (?:address|recipient)|user|mailbox|",
         r"unknown user|unknown recipient|delivery to|e-?mail(?: address)?|destination|for|failed address|",
-        r"recipient address|the recipient|originally addressed to|addressed to)\W{0,4})",
+        r"recipient address|the recipient|originally addressed to|addressed to)\W{0,4})?",
         r"(?:(?:smtp|rfc822|ex)\s*[:;]\s*)?$"
     ))
 });
@@ -413,7 +413,7 @@ fn score(
             && (ERROR_WORDS.is_match(before) || INTRO_LINE.is_match(before)));
     let led = labelled
         && (after.is_empty()
-            || after.starts_with(['>', ':', '.', '(', ',', ';', '"', '\''])
+            || after.starts_with(['>', ':', '.', '(', ')', ']', ',', ';', '"', '\''])
             || after.starts_with("on ")
             || after.starts_with("- ")
             || ERROR_WORDS.is_match(after));
@@ -497,7 +497,8 @@ fn leads_line(line: &str) -> bool {
     address::find_all(line).first().is_some_and(|f| {
         let after = line[f.end..].trim();
         LEADING_LABEL.is_match(line[..f.start].trim())
-            && (after.is_empty() || after.starts_with(['>', ':', '.', '(', ',', ';']))
+            && (after.is_empty()
+                || after.starts_with(['>', ':', '.', '(', ')', ']', ',', ';', '"']))
     })
 }
 
