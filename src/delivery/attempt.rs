@@ -170,6 +170,7 @@ async fn fail_queue(slot: &Slot, outcome: Outcome) {
     let limit = slot.dest.throttle.messages_per_connection();
     for _ in 0..limit {
         let Some(job) = slot.dest.pop() else { break };
+        let _span = info_span!("message", id = %job.id).entered();
         if let Some(rec) = load(&slot.shared, &job) {
             let rec = start_attempt(&slot.shared, &rec);
             apply(
@@ -252,9 +253,17 @@ async fn deliver(
         Ok(o) => (o, true),
         Err(o) => (o, false),
     };
-    let _e = span.enter();
-    debug!(outcome = outcome.class(), "attempt finished");
-    apply(shared, dest, &rec, &job, outcome, started);
+    {
+        let _e = span.enter();
+        debug!(outcome = outcome.class(), "attempt finished");
+        apply(shared, dest, &rec, &job, outcome, started);
+    }
+    // The outcome is on disk before this connection takes another message:
+    // after a crash, only messages in flight (at most one per connection)
+    // can be sent twice. Connections share flushes (group commit).
+    if let Err(e) = shared.spool.flush().await {
+        warn!(id = %rec.id, error = %e, "cannot flush the outcome");
+    }
     shared.release(&job.id);
     keep
 }

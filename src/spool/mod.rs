@@ -16,6 +16,7 @@
 //! | `f/{finished_ms BE}{id}` | finished messages, for compaction |
 //! | `k/{key}` | small markers (acknowledgements sent, unique opens) |
 //! | `e/{id}/{seq BE}` | opens and clicks of a message, one small record each |
+//! | `r/{email}/{created_ms BE}{id}` | id: messages by recipient, for late bounces |
 //!
 //! Durability: [`Spool::accept`] returns only after a flush that covers the
 //! write; concurrent callers share one flush ([`flusher`]). Other writes
@@ -123,6 +124,20 @@ fn fkey(at_ms: u64, id: &str) -> Vec<u8> {
     k
 }
 
+/// Prefix of a recipient's entries in the `r/` index. An address has an
+/// `@` and its domain no `/`, so one address's prefix never covers another's.
+fn rprefix(email: &str) -> Vec<u8> {
+    format!("r/{}/", email.to_ascii_lowercase()).into_bytes()
+}
+
+/// The recipient-index key of a message.
+fn rkey(email: &str, created_ms: u64, id: &str) -> Vec<u8> {
+    let mut k = rprefix(email);
+    k.extend_from_slice(&created_ms.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 /// The prefix of a message's tracking log: ids hold no `/`, so one
 /// message's prefix never covers another's.
 fn ekey_prefix(id: &str) -> Vec<u8> {
@@ -182,6 +197,7 @@ impl Spool {
                 batch.insert(fkey(now_ms(), &m.id), b"".to_vec());
             } else {
                 batch.insert(dkey(m.priority.lane(), m.due_ms, &m.id), b"".to_vec());
+                batch.insert(rkey(&m.email, m.created_ms, &m.id), m.id.as_bytes());
             }
         }
         if let Some((key, answer)) = &b.idempotency {
@@ -227,6 +243,27 @@ impl Spool {
             Some(v) => Ok(Some(decode(&k, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The latest message sent (queued) to `email` and created at or after
+    /// `not_before_ms`: how a bounce that names only its recipient finds
+    /// its message. Messages never queued (suppressed, dropped) are not
+    /// indexed.
+    pub fn latest_message_for(&self, email: &str, not_before_ms: u64) -> Result<Option<String>> {
+        let prefix = rprefix(email);
+        let Some(item) = self.tree.scan_prefix(&prefix).next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = item?;
+        let created = k
+            .get(prefix.len()..prefix.len() + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        if created < not_before_ms {
+            return Ok(None);
+        }
+        Ok(Some(String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// The template of a batch (cached).
@@ -519,6 +556,11 @@ impl Spool {
                 .remove(batch);
         }
         Ok(())
+    }
+
+    /// Number of keys stored: lets tests prove a refused request wrote nothing.
+    pub fn key_count(&self) -> usize {
+        self.tree.len()
     }
 
     /// Bytes the database takes on disk.
