@@ -116,7 +116,7 @@ fn recipient_groups(text: &str, embedded: bool) -> Vec<Fields> {
         let known = field
             .as_ref()
             .is_some_and(|c| !embedded || is_known_field(&c[1]));
-        if known && !(folded && !embedded) {
+        if known && (embedded || !folded) {
             let c = field.expect("checked above");
             let name = c[1].to_ascii_lowercase();
             if is_per_recipient(&name) {

@@ -260,6 +260,9 @@ pub(crate) struct Reported {
 }
 
 #[cfg(test)]
+mod formats;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -215,7 +215,8 @@ static INTRO_LINE: LazyLock<Regex> = LazyLock::new(|| {
     ci(concat!(
         r"(?:following|these|those) (?:recipients?|address(?:es)?|destinations?|users?|e-?mail address(?:es)?)|",
         r"could ?n[o']t (?:be )?deliver(?:ed)? (?:to|your)|failed recipients?|permanent fatal errors?|recipient\(s\)|",
-        r"address(?:es)?\(?e?s?\)? failed|undeliverable to|was not delivered to|delivery (?:has )?failed to|",
+        r"address(?:es)?\(?e?s?\)? failed|undeliverable to|(?:was not|wasn't|couldn't be|could not be|has not been|not been) delivered to|",
+        r"delivery (?:has )?failed to|",
         r"unable to deliver (?:your message |the message )?to|not (?:be )?delivered to|delivery to the following|",
         r"could not be reached|there was an error|failed to deliver to|invalid recipients?|unknown recipients?|",
         r"transient non-fatal errors|was undeliverable|your message (?:to|for)|message (?:to|for) .{0,3}$|",

@@ -404,7 +404,7 @@ static SEPARATOR: LazyLock<Regex> = LazyLock::new(|| {
         // dashed or starred rulers that announce the original
         r"[-=_*]{2,}.*(?:original message|copy of (?:the|your) message|message follows|",
         r"unsent message|returned message|message header|headers follow|undelivered message|",
-        r"original mail|message text follows|original text|your message)",
+        r"original mail|message text follows|original text)",
         r"|below this line is a copy of the message",
         r"|this is a copy of the message",
         r"|(?:original|unsent|returned) message follows",
