@@ -238,6 +238,10 @@ async fn facteur_sink_speaks_smtp_with_pipelining_and_magic() {
     assert_eq!(sink.events_of("slow").len(), 1);
 
     assert_eq!(sink.messages().len(), 5);
+    assert!(
+        sink.messages_per_connection().values().all(|&n| n == 1),
+        "one message a connection"
+    );
     assert_eq!(
         sink.max_concurrent_connections(),
         1,

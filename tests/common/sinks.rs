@@ -183,6 +183,18 @@ impl Sink {
         max
     }
 
+    /// How many messages each connection carried, by connection number
+    /// (connections that carried none are left out).
+    pub fn messages_per_connection(&self) -> std::collections::BTreeMap<u64, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for event in self.events_of("message") {
+            *counts
+                .entry(event["conn"].as_u64().unwrap_or(0))
+                .or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// The messages accepted so far, in order.
     pub fn messages(&self) -> Vec<Received> {
         self.events_of("message")
