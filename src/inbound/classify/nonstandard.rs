@@ -220,7 +220,7 @@ static INTRO_LINE: LazyLock<Regex> = LazyLock::new(|| {
         r"unable to deliver (?:your message |the message )?to|not (?:be )?delivered to|delivery to the following|",
         r"could not be reached|there was an error|failed to deliver to|invalid recipients?|unknown recipients?|",
         r"transient non-fatal errors|was undeliverable|your message (?:to|for)|message (?:to|for) .{0,3}$|",
-        r"delivery problems?|original recipient|rcpt to|recipient address|(?:originally |was )?addressed to|",
+        r"delivery problems?|failure reasons?|original recipient|rcpt to|recipient address|(?:originally |was )?addressed to|",
         r"(?:deliver(?:ing|y)?|send(?:ing)?) (?:of )?(?:your |the |this )?(?:mail|message|e-?mail) to|undeliverable to"
     ))
 });
@@ -312,6 +312,9 @@ struct Candidate {
     line: usize,
     score: i32,
     led: bool,
+    /// Introduced on its own line ("delivery to X failed"): the
+    /// explanation follows.
+    introduced: bool,
 }
 
 fn find_recipients(view: &View) -> Vec<Reported> {
@@ -384,7 +387,7 @@ fn find_recipients(view: &View) -> Vec<Reported> {
         if out.len() >= MAX_RECIPIENTS {
             break;
         }
-        let mut diagnostic = block_after(&lines, c.line, c.found.end, c.led);
+        let mut diagnostic = block_after(&lines, c.line, c.found.end, c.led || c.introduced);
         let elsewhere = error_lines(&view.notice, &c.found.address);
         if !elsewhere.is_empty() && !diagnostic.contains(elsewhere.as_str()) {
             diagnostic = format!("{diagnostic} {elsewhere}");
@@ -447,6 +450,7 @@ fn score(
         line: i,
         score,
         led,
+        introduced: intro_before,
     }
 }
 

@@ -114,7 +114,7 @@ pub(crate) static DECISIVE: LazyLock<Vec<Rule>> = LazyLock::new(|| {
                 r"(?:not|isn't|is not) (?:our|a) (?:customer|user|subscriber)|no (?:such )?account|",
                 r"could(?: not|n't) find (?:a |any |the )?(?:user|mailbox|recipient|account)|not a known user|no valid recipients|",
                 r"addressee unknown|bad destination|user not local|recipient (?:not found|rejected: user)|",
-                r"unknown or illegal|not (?:listed|found) in (?:the )?(?:directory|address book|recipient list|ldap)|",
+                r"unknown or illegal|not (?:listed|found) in (?:the )?[\w ]{0,30}(?:directory|address book|recipient list|ldap)|",
                 r"recipientnotfound|no such recipient|undeliverable address|user lookup failed|invalid (?:mailbox|recipient)|",
                 r"address (?:couldn't|could not|can't|cannot) be found|doesn't have an? [\w.-]{1,60} account",
             ],
@@ -197,7 +197,7 @@ pub(crate) static DECISIVE: LazyLock<Vec<Rule>> = LazyLock::new(|| {
                 r"name ?server error|not (?:a )?valid (?:mail )?domain|could not resolve (?:mx|domain|host)|",
                 r"cannot resolve (?:mx|domain|host)|host ?name lookup failure|nxdomain|",
                 r"domain is not (?:configured|hosted|registered)|unable to route|no route to domain|",
-                r"unresolvable (?:domain|host)|host not found",
+                r"unresolvable (?:domain|host)|host not found|host [\w.-]+ not found",
             ],
         ),
         rule(
@@ -293,7 +293,7 @@ pub(crate) static TEXT_ONLY: LazyLock<Vec<Rule>> = LazyLock::new(|| {
                 r"no further (?:delivery )?attempts|undeliverable for|not (?:been )?delivered (?:within|for|in)|",
                 r"cannot send message for|message (?:is|has been|was) (?:delayed|deferred)|will (?:be )?retr|",
                 r"still (?:being )?(?:retried|trying)|maximum (?:time|retries)|retry limit|too many retries|",
-                r"timed? ?out|timeout|requests to connect|(?:host|server) (?:is )?not reachable|for the last \d+ (?:seconds|minutes|hours|days)",
+                r"failed \d+ attempts|timed? ?out|timeout|requests to connect|(?:host|server) (?:is )?not reachable|for the last \d+ (?:seconds|minutes|hours|days)",
             ],
         ),
         rule(

@@ -117,12 +117,12 @@ pub fn reason_for(e: &Evidence<'_>) -> &'static str {
 /// Steps 1 to 3 on one text.
 fn match_text(e: &Evidence<'_>, text: &str, decided: Option<&'static str>) -> &'static str {
     let temporary = e.status.is_some_and(|s| s.starts_with('4'));
-    if e.status.is_some_and(|s| s.ends_with(".4.1"))
-        && text
-            .to_ascii_lowercase()
-            .contains("recipient address rejected: access denied")
+    if text
+        .to_ascii_lowercase()
+        .contains("recipient address rejected: access denied")
     {
-        // Microsoft's directory-based edge blocking: no such recipient
+        // a recipient refused by an access table (Microsoft's
+        // directory-based edge blocking among others): no such recipient
         return "userunknown";
     }
     for rule in DECISIVE.iter() {
