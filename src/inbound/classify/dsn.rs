@@ -209,11 +209,10 @@ fn reported(group: &Fields) -> Option<Reported> {
     let field_status = field(group, "status").and_then(parse_status);
     let text_status = find_status(&diagnostic);
     // the code the remote server gave is more telling than the reporting
-    // MTA's summary of it, when both are of the same class
+    // MTA's summary of it
     let status = match (field_status, text_status) {
-        (Some(f), Some(t)) if t.as_bytes()[0] == f.as_bytes()[0] => Some(t),
-        (Some(f), _) => Some(f),
-        (None, t) => t,
+        (_, Some(t)) => Some(t),
+        (f, None) => f,
     };
     Some(Reported {
         address,

@@ -134,6 +134,17 @@ pub(crate) fn is_daemon_sender(view: &View) -> bool {
     from_is_system || name_is_system || local_is_system || null_from
 }
 
+/// True when the subject says the message answers another (`Re:`, `AW:`...).
+fn is_reply(view: &View) -> bool {
+    let subject = view.subject.as_deref().unwrap_or("").trim_start();
+    let lower = subject.to_lowercase();
+    [
+        "re:", "re :", "aw:", "sv:", "antw:", "rif:", "r:", "ynt:", "odp:",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
+}
+
 /// True when the subject reads like a bounce's.
 pub(crate) fn has_bounce_subject(view: &View) -> bool {
     view.subject
@@ -155,7 +166,8 @@ pub(crate) fn parse(view: &View) -> Option<TextBounce> {
     let subject = has_bounce_subject(view);
     let body = has_bounce_body(view);
     let signs = [daemon, subject, body].iter().filter(|b| **b).count();
-    if failed_header.is_empty() && !dsn && signs < 2 {
+    if failed_header.is_empty() && !dsn && (signs < 2 || (!daemon && is_reply(view))) {
+        // a person answering a bounce quotes it: that is still a person
         return None;
     }
     let mut recipients = find_recipients(view);
@@ -604,6 +616,16 @@ mod tests {
             "ann@example.org",
             "Re: our meeting",
             "Sure, write to bob@example.net about it.\n",
+        );
+        assert!(parse(&v).is_none());
+    }
+
+    #[test]
+    fn a_reply_quoting_a_bounce_is_not_one() {
+        let v = view(
+            "ann@example.org",
+            "Re: Undelivered Mail Returned to Sender",
+            "Why did this happen?\n\n> <x@example.net>: host said: 550 user unknown\n",
         );
         assert!(parse(&v).is_none());
     }

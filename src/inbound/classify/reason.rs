@@ -218,7 +218,7 @@ pub fn find_status(text: &str) -> Option<String> {
 }
 
 static REPLYCODE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s:;(\[<=#])([245][0-5][0-9])(?:[ \-]|$)").expect("valid regex")
+    Regex::new(r"(?:^|[\s:;(\[<=#])([245][0-5][0-9])(?:[ \-,;)\]]|$)").expect("valid regex")
 });
 
 /// The first SMTP reply code in free text (`550`, `452`...).
