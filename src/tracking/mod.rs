@@ -5,10 +5,12 @@
 //!
 //! - [`token`]: the signed, stateless token in every tracking URL
 //!   (`/t/o/TOKEN`, `/t/c/TOKEN`, `/u/TOKEN`), with key rotation.
+//! - [`rewrite`]: rewriting the links of the HTML and plain-text parts to
+//!   tracked URLs, and adding the open pixel.
 //! - [`machine`]: the one place deciding that an open or a click was made by
 //!   a machine (privacy proxy, link scanner, bot).
 //!
-//! Those are pure: no I/O, no clock, no global state. The service
+//! Those three are pure: no I/O, no clock, no global state. The service
 //! parts build on them:
 //!
 //! - [`service`]: [`Tracker`], which compose calls to rewrite links, add the
@@ -21,10 +23,12 @@
 pub mod endpoints;
 pub mod machine;
 mod page;
+pub mod rewrite;
 pub mod service;
 pub mod token;
 
 pub use endpoints::{unsubscribe_by_message, Unsubscribed};
 pub use machine::{classify_click, classify_open, ClickRules, HttpMethod, RequestContext, Verdict};
+pub use rewrite::{rewrite_html, rewrite_text, RewriteError, RewriteOptions};
 pub use service::Tracker;
 pub use token::{SignerConfigError, TokenError, TokenKind, TokenSigner, TrackingToken};
