@@ -146,9 +146,6 @@ fn classify_bytes(raw: &[u8]) -> Classification {
         return Classification::empty();
     };
     let view = View::new(&message);
-    if std::env::var_os("CLASSIFY_DEBUG").is_some() {
-        eprintln!("{view:#?}");
-    }
     let mut out = Classification {
         auto_submitted: autoreply::is_automatic(&view),
         original_message_id: view.original_message_id(),

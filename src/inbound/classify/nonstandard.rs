@@ -368,14 +368,6 @@ fn find_recipients(view: &View) -> Vec<Reported> {
             last_intro = Some(i);
         }
     }
-    if std::env::var_os("CLASSIFY_DEBUG").is_some() {
-        for c in &candidates {
-            eprintln!(
-                "candidate {} line {} score {} led {}",
-                c.found.address, c.line, c.score, c.led
-            );
-        }
-    }
     let best = candidates.iter().map(|c| c.score).max().unwrap_or(0);
     let threshold = if best >= 5 { 4 } else { 3 };
     let mut out: Vec<Reported> = Vec::new();

@@ -313,7 +313,10 @@ pub(crate) static TEXT_ONLY: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         ),
         rule(
             "failedstarttls",
-            &[r"starttls|tls (?:is )?required|tls negotiation|requires? (?:a )?secure connection"],
+            &[
+                r"starttls|tls (?:is )?required|tls negotiation|requires? (?:a )?secure connection|",
+                r"(?:not|n't) (?:support|offer|advertise)s? (?:starttls|tls)",
+            ],
         ),
         rule(
             "securityerror",
