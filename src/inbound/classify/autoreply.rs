@@ -24,7 +24,6 @@ static AUTOREPLY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
         r"out of (?:the )?office|auto(?:matic|mated)?[- _]?(?:reply|response|answer|responder)|autoreply|",
         r"^\s*(?:\[?auto\]?:)|away from (?:my|the) (?:office|desk)|\bOOO\b|\bOOF\b|",
         r"i am (?:currently )?(?:away|out)|i'?m (?:currently )?(?:away|out of)|",
-        r"thank you for (?:your )?(?:e-?mail|message|contacting)|",
         // French
         r"r[ée]ponse automatique|message d'absence|absent(?:e)? du bureau|hors du bureau|",
         r"en cong[ée]s|je suis absent|absence du bureau|",
@@ -46,9 +45,12 @@ static AUTOREPLY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Weaker subject words: only an auto-reply with another sign.
 static WEAK_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    ci(
-        r"vacation|holiday|on leave|absence|absent|abwesenheit|urlaub|vacances|vacaciones|ferie|f[ée]rias|vakantie|ausente|assente",
-    )
+    ci(concat!(
+        r"vacation|holiday|on leave|absence|absent|abwesenheit|urlaub|vacances|vacaciones|ferie|f[ée]rias|",
+        r"vakantie|ausente|assente|thank you for (?:your )?(?:e-?mail|message|contacting)|merci pour votre (?:message|e-?mail)|",
+        r"vielen dank für ihre (?:nachricht|e-?mail)|gracias por su (?:mensaje|correo)|grazie per (?:il suo|la sua) (?:messaggio|e-?mail)|",
+        r"bedankt voor uw (?:bericht|e-?mail)|obrigad[oa] pela sua (?:mensagem|e-?mail)"
+    ))
 });
 
 /// Out-of-office sentences at the start of a body.
