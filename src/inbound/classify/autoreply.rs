@@ -222,6 +222,17 @@ mod tests {
             "Vacation photos",
             "Here they are."
         )));
+        // a person may thank you; an automaton thanks with a bulk header
+        assert!(!is_autoreply(&view(
+            &[],
+            "Thank you for your message",
+            "See you soon."
+        )));
+        assert!(is_autoreply(&view(
+            &[("Precedence", "bulk")],
+            "Thank you for your e-mail",
+            "We will answer within two days."
+        )));
     }
 
     #[test]
