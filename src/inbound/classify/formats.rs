@@ -245,3 +245,20 @@ fn truncated_and_huge_input_do_not_panic() {
     big.extend(std::iter::repeat_n(b'<', 3 * 1024 * 1024));
     let _ = classify(&big);
 }
+
+#[test]
+fn exchange_in_french() {
+    let raw = message(
+        "From: postmaster@dest.example\nTo: bounces@sender.example\n\
+         Subject: Non remis : Votre commande",
+        "La remise a échoué pour ces destinataires ou groupes :\n\n\
+         client@dest.example\n\
+         L'adresse de messagerie que vous avez entrée est introuvable.\n\n\
+         client@dest.example\n\
+         Remote Server returned '550 5.1.1 RESOLVER.ADR.RecipNotFound; not found'\n",
+    );
+    let c = classify(&raw);
+    assert_eq!(c.kind, Kind::Bounce);
+    assert_eq!(recipients(&c), ["client@dest.example"]);
+    assert_eq!(c.first().unwrap().reason, "userunknown");
+}

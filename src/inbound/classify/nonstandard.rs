@@ -62,6 +62,8 @@ static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
         r"warning: (?:message|could not)|failed mail|mail not delivered|mail could not|delivery failure|",
         r"\bbounced?\b|returned to sender|rejected|message (?:was )?not sent|",
         r"non remis|non-remise|unzustellbar|nicht zugestellt|no (?:se )?(?:pudo|puede) entregar|",
+        r"mancata consegna|n[ãa]o (?:é possível )?entreg|[ée]chec de (?:la )?(?:remise|livraison)|zustellung fehlgeschlagen|",
+        r"entrega fallida|no entregado|niet afgeleverd|",
         r"non (?:recapitabile|consegnat)|onbestelbaar|niet bezorgd|não (?:foi )?entregue|",
         r"не доставлено|не может быть доставлено|error sending|mail failure|\bfailure\b"
     ))
@@ -83,6 +85,7 @@ static BOUNCE_BODY: LazyLock<Regex> = LazyLock::new(|| {
         r"remote (?:host|server|mta) (?:said|returned|responded)|smtp error|",
         r"not (?:yet )?been delivered|host unknown|recipient address rejected|delivery notification|",
         r"not a valid (?:user|recipient|mailbox|address)|invalid (?:user|recipient|mailbox|address)|",
+        r"la remise a échoué|fehler bei der zustellung|error al entregar|recapito non riuscito|bezorging is mislukt|falha na entrega|",
         r"(?:was|were|has been) (?:rejected|refused|returned)|not accepted|user not found|",
         r"(?:^|\n)\s*<[^>\s]+@[^>\s]+>:\s*(?:\n|$)"
     ))
@@ -233,6 +236,7 @@ static INTRO_LINE: LazyLock<Regex> = LazyLock::new(|| {
         r"could not be reached|there was an error|failed to deliver to|invalid recipients?|unknown recipients?|",
         r"transient non-fatal errors|was undeliverable|your message (?:to|for)|message (?:to|for) .{0,3}$|",
         r"delivery problems?|failure reasons?|original recipient|rcpt to|recipient address|(?:originally |was )?addressed to|",
+        r"(?:ces|diese|estos|seguenti|deze|estes) (?:destinataires|empfänger|destinatarios|destinatari|ontvangers|destinatários)|",
         r"(?:deliver(?:ing|y)?|send(?:ing)?) (?:of )?(?:your |the |this )?(?:mail|message|e-?mail) to|undeliverable to"
     ))
 });
