@@ -288,6 +288,26 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 0.99) * 1000.0,
         args.batch
     );
+    let flushes = metric(&client, &base, "facteur_spool_flush_duration_seconds_count").await;
+    let flush_text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let dump = std::env::temp_dir().join("facteur-load-metrics.txt");
+    std::fs::write(&dump, &flush_text)?;
+    println!("metrics at the end  {}", dump.display());
+    let flush_sum: f64 = flush_text
+        .lines()
+        .find(|l| l.starts_with("facteur_spool_flush_duration_seconds_sum"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    println!(
+        "spool flushes       {flushes} (mean {:.2} ms; {:.1} messages per flush)",
+        flush_sum * 1000.0 / flushes.max(1) as f64,
+        total as f64 * 2.0 / flushes.max(1) as f64
+    );
     if let Some(kib) = peak_rss_kib(pid) {
         println!("server peak memory  {:.1} MiB", kib as f64 / 1024.0);
     }

@@ -172,7 +172,6 @@ async fn fail_queue(slot: &Slot, outcome: Outcome) {
         let Some(job) = slot.dest.pop() else { break };
         let _span = info_span!("message", id = %job.id).entered();
         if let Some(rec) = load(&slot.shared, &job) {
-            let rec = start_attempt(&slot.shared, &rec);
             apply(
                 &slot.shared,
                 &slot.dest,
@@ -195,16 +194,6 @@ fn load(shared: &Shared, job: &Job) -> Option<MessageRecord> {
             warn!(id = %job.id, error = %e, "cannot read message");
             None
         }
-    }
-}
-
-fn start_attempt(shared: &Shared, rec: &MessageRecord) -> MessageRecord {
-    match shared.spool.update_message(&rec.id, |r| {
-        r.attempts += 1;
-        r.state = crate::spool::State::Sending;
-    }) {
-        Ok(Some(r)) => r,
-        _ => rec.clone(),
     }
 }
 
@@ -242,7 +231,6 @@ async fn deliver(
             return true;
         }
     };
-    let rec = start_attempt(shared, &rec);
     let verp = format!("bounces+{}@{}", rec.id, shared.cfg.delivery.bounce_domain);
     drop(_e);
     let (outcome, keep) = match session
@@ -354,7 +342,7 @@ fn defer(
     reason: String,
 ) {
     let cfg = &shared.cfg.delivery;
-    let delay = cfg.retry_delay(rec.attempts.max(1));
+    let delay = cfg.retry_delay(rec.attempts + 1);
     let jitter = cfg.retry_jitter;
     let factor = if jitter > 0.0 {
         rand::thread_rng().gen_range(1.0 - jitter..=1.0 + jitter)
@@ -384,6 +372,7 @@ fn defer(
     let ev = Event::now(EventType::Deferred, Some(reason)).with_reply(reply);
     let updated = shared.spool.update_message(&rec.id, |r| {
         r.due_ms = due;
+        r.attempts += 1;
         r.record(ev.clone());
     });
     match updated {
@@ -401,9 +390,14 @@ fn defer(
 /// Records a final event and takes the message out of the due index.
 pub(crate) fn finish(shared: &Shared, rec: &MessageRecord, job: &Job, ev: Event) {
     let delivered = ev.kind == EventType::Delivered;
+    // An outcome that carries a reply (or a network error) ends an attempt.
+    let attempted = ev.reply.is_some();
     let updated = shared.spool.update_message(&rec.id, |r| {
         if delivered {
             r.delivered_ms = Some(now_ms());
+        }
+        if attempted {
+            r.attempts += 1;
         }
         r.record(ev.clone());
     });

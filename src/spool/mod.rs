@@ -298,15 +298,22 @@ impl Spool {
     ) -> Result<Option<MessageRecord>> {
         let k = mkey(id);
         let mut decode_error = None;
-        let out = self.tree.update_and_fetch(&k, |old| {
+        let mut updated = None;
+        // fetch_and_update may run the closure more than once (on a
+        // concurrent change); the last run's record is the one stored.
+        self.tree.fetch_and_update(&k, |old| {
             let old = old?;
             match serde_json::from_slice::<MessageRecord>(old) {
                 Ok(mut rec) => {
                     change(&mut rec);
-                    Some(encode(&rec))
+                    let bytes = encode(&rec);
+                    updated = Some(rec);
+                    decode_error = None;
+                    Some(bytes)
                 }
                 Err(e) => {
                     decode_error = Some(e);
+                    updated = None;
                     Some(old.to_vec())
                 }
             }
@@ -317,10 +324,7 @@ impl Spool {
                 source,
             });
         }
-        match out {
-            Some(v) => Ok(Some(decode(&k, &v)?)),
-            None => Ok(None),
-        }
+        Ok(updated)
     }
 
     /// Appends an event to a message's timeline.
