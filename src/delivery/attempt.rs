@@ -179,6 +179,7 @@ async fn fail_queue(slot: &Slot, outcome: Outcome) {
                 &job,
                 outcome.clone(),
                 Instant::now(),
+                None,
             );
         }
         slot.shared.release(&job.id);
@@ -244,7 +245,8 @@ async fn deliver(
     {
         let _e = span.enter();
         debug!(outcome = outcome.class(), "attempt finished");
-        apply(shared, dest, &rec, &job, outcome, started);
+        let via = serde_json::json!({"mx": session.peer.0, "ip": session.peer.1.to_string(), "tls": session.tls});
+        apply(shared, dest, &rec, &job, outcome, started, Some(via));
     }
     // The outcome is on disk before this connection takes another message:
     // after a crash, only messages in flight (at most one per connection)
@@ -282,8 +284,13 @@ fn apply(
     job: &Job,
     outcome: Outcome,
     started: Instant,
+    via: Option<serde_json::Value>,
 ) {
     let m = &shared.metrics;
+    let with_via = |ev: Event| match &via {
+        Some(v) => ev.with_data(v.clone()),
+        None => ev,
+    };
     m.smtp_replies.with_label_values(&[outcome.class()]).inc();
     let elapsed = started.elapsed().as_secs_f64();
     match outcome {
@@ -292,7 +299,7 @@ fn apply(
                 .with_label_values(&["delivered"])
                 .observe(elapsed);
             m.delivered.inc();
-            let ev = Event::now(EventType::Delivered, None).with_reply(reply);
+            let ev = with_via(Event::now(EventType::Delivered, None).with_reply(reply));
             finish(shared, rec, job, ev);
         }
         Outcome::Bounced(reply) => {
@@ -316,7 +323,7 @@ fn apply(
                 Some("permanent failure at delivery".to_string()),
             )
             .with_reply(reply);
-            finish(shared, rec, job, ev);
+            finish(shared, rec, job, with_via(ev));
         }
         Outcome::Deferred { reply, slowdown } => {
             m.attempt_duration

@@ -38,6 +38,8 @@ pub struct Session {
     pending: Vec<u8>,
     /// True when STARTTLS succeeded.
     pub tls: bool,
+    /// The host name and address connected to.
+    pub peer: (String, SocketAddr),
 }
 
 /// Settings of a connection attempt.
@@ -107,43 +109,35 @@ impl Session {
                 if o.tls == TlsPolicy::Required {
                     return Err(ConnectError::Refused(from_response(&reply)));
                 }
-                return Ok(Session::ready(
-                    client.stream,
-                    o.command_timeout,
-                    &hello,
-                    false,
-                ));
+                return Ok(Session::ready(client.stream, o, addr, &hello, false));
             }
             let mut tls = client
                 .into_tls(connector, o.host)
                 .await
                 .map_err(|e| net(format!("TLS handshake with {}: {e}", o.host)))?;
             let hello = ehlo(&mut tls, o.helo).await?;
-            return Ok(Session::ready(tls.stream, o.command_timeout, &hello, true));
+            return Ok(Session::ready(tls.stream, o, addr, &hello, true));
         }
-        Ok(Session::ready(
-            client.stream,
-            o.command_timeout,
-            &hello,
-            false,
-        ))
+        Ok(Session::ready(client.stream, o, addr, &hello, false))
     }
 
     fn ready<S: Io + 'static>(
         stream: S,
-        timeout: Duration,
+        o: &ConnectOptions<'_>,
+        addr: SocketAddr,
         ehlo: &EhloResponse<String>,
         tls: bool,
     ) -> Session {
         Session {
             client: SmtpClient {
                 stream: Box::new(stream) as Box<dyn Io>,
-                timeout,
+                timeout: o.command_timeout,
             },
             pipelining: ehlo.has_capability(EXT_PIPELINING),
             eight_bit: ehlo.has_capability(EXT_8BIT_MIME),
             pending: Vec::new(),
             tls,
+            peer: (o.host.to_string(), addr),
         }
     }
 
