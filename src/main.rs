@@ -126,7 +126,7 @@ fn main() -> ExitCode {
 }
 
 fn classify(files: &[PathBuf]) -> ExitCode {
-    match run_classify_tmp(files) {
+    match facteur::inbound::cli::run_classify(files) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -156,7 +156,4 @@ fn healthcheck(url: &str) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-fn run_classify_tmp(_f: &[PathBuf]) -> anyhow::Result<()> {
-    anyhow::bail!("classifier not wired yet")
 }
