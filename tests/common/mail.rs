@@ -145,6 +145,46 @@ impl DkimKey {
     }
 }
 
+impl DkimKey {
+    /// Generates a 2048-bit RSA key into `dir/dkim-rsa.pem`.
+    pub fn rsa(dir: &Path) -> DkimKey {
+        let private_key_file = dir.join("dkim-rsa.pem");
+        let out = Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+            ])
+            .arg(&private_key_file)
+            .output()
+            .expect("run openssl genpkey");
+        assert!(
+            out.status.success(),
+            "openssl genpkey: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&private_key_file)
+            .output()
+            .expect("run openssl pkey");
+        assert!(
+            out.status.success(),
+            "openssl pkey: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // RSA keys publish the whole SubjectPublicKeyInfo (RFC 6376).
+        let public = base64::engine::general_purpose::STANDARD.encode(&out.stdout);
+        DkimKey {
+            private_key_file,
+            txt: format!("v=DKIM1; k=rsa; p={public}"),
+        }
+    }
+}
+
 /// Verifies the DKIM signature of `raw` with dkimpy; the only DNS record it
 /// may see is `txt` at `txt_name` (e.g. `s1._domainkey.brand.test`), so the
 /// signature's `d=` and `s=` are checked too. Err carries dkimpy's account.
