@@ -26,7 +26,9 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use common::{free_addr, lo, tail, wait_for, wait_listening};
-use tracking_support::{events_of, html, marketing, send_and_receive, send_one, start, BROWSER, WAIT};
+use tracking_support::{
+    events_of, html, marketing, send_and_receive, send_one, start, BROWSER, WAIT,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -44,7 +46,13 @@ struct Web {
 }
 
 async fn inbox(State(w): State<Arc<Web>>, UrlPath(id): UrlPath<String>) -> Html<String> {
-    let found = w.inbox.lock().unwrap().iter().find(|(i, _)| *i == id).cloned();
+    let found = w
+        .inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(i, _)| *i == id)
+        .cloned();
     Html(found.map(|(_, h)| h).unwrap_or_default())
 }
 
@@ -164,7 +172,13 @@ impl Browser {
         if method != reqwest::Method::GET {
             req = req.json(&body);
         }
-        let r: Value = req.send().await.expect("WebDriver call").json().await.unwrap();
+        let r: Value = req
+            .send()
+            .await
+            .expect("WebDriver call")
+            .json()
+            .await
+            .unwrap();
         if r["value"].get("error").is_some() {
             panic!("WebDriver {method} {path}: {r}");
         }
@@ -190,8 +204,12 @@ impl Browser {
             )
             .await;
         let id = e[ELEMENT].as_str().expect("element reference").to_string();
-        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), json!({}))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            json!({}),
+        )
+        .await;
     }
 
     async fn script(&self, js: &str) -> Value {
@@ -232,7 +250,11 @@ async fn a_browser_opens_clicks_and_unsubscribes() {
     browser.go(&format!("{shop}/inbox/{id}")).await;
     let opens = wait_for("the open", WAIT, || async {
         let e = events_of(&facteur, &id, "opened").await;
-        if e.is_empty() { Err("no open".to_string()) } else { Ok(e) }
+        if e.is_empty() {
+            Err("no open".to_string())
+        } else {
+            Ok(e)
+        }
     })
     .await;
     assert_eq!(opens[0]["data"]["machine"], false, "{opens:?}");
@@ -242,11 +264,17 @@ async fn a_browser_opens_clicks_and_unsubscribes() {
     let landed = format!("{shop}/offer?x=1&y=2");
     wait_for("the landing page", WAIT, || async {
         let url = browser.url().await;
-        if url == landed { Ok(()) } else { Err(url) }
+        if url == landed {
+            Ok(())
+        } else {
+            Err(url)
+        }
     })
     .await;
     assert_eq!(web.landed.lock().unwrap().as_slice(), ["x=1&y=2"]);
-    let h1 = browser.script("return document.getElementById('landed').textContent").await;
+    let h1 = browser
+        .script("return document.getElementById('landed').textContent")
+        .await;
     assert_eq!(h1, "The offer");
     let clicks = events_of(&facteur, &id, "clicked").await;
     assert_eq!(clicks.len(), 1, "{clicks:?}");
@@ -259,18 +287,31 @@ async fn a_browser_opens_clicks_and_unsubscribes() {
     browser.click("a#unsubscribe").await;
     wait_for("the unsubscribe page", WAIT, || async {
         let url = browser.url().await;
-        if url.starts_with(&facteur.url("/u/")) { Ok(()) } else { Err(url) }
+        if url.starts_with(&facteur.url("/u/")) {
+            Ok(())
+        } else {
+            Err(url)
+        }
     })
     .await;
-    assert_eq!(browser.script("return document.documentElement.lang").await, "fr");
+    assert_eq!(
+        browser.script("return document.documentElement.lang").await,
+        "fr"
+    );
     assert!(events_of(&facteur, &id, "unsubscribed").await.is_empty());
     browser.click("form button[type=submit]").await;
     wait_for("the confirmation", WAIT, || async {
         let status = browser
-            .script("const s = document.querySelector('[role=status]'); return s ? s.textContent : ''")
+            .script(
+                "const s = document.querySelector('[role=status]'); return s ? s.textContent : ''",
+            )
             .await;
         let text = status.as_str().unwrap_or_default().to_string();
-        if text.contains("ne recevrez plus") { Ok(()) } else { Err(text) }
+        if text.contains("ne recevrez plus") {
+            Ok(())
+        } else {
+            Err(text)
+        }
     })
     .await;
     browser.close().await;

@@ -56,7 +56,10 @@ impl Receiver {
             .iter()
             .map(|d| {
                 (
-                    d.body["message_id"].as_str().unwrap_or_default().to_string(),
+                    d.body["message_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                     d.body["type"].as_str().unwrap_or_default().to_string(),
                 )
             })
@@ -163,14 +166,21 @@ async fn every_event_reaches_the_webhook_exactly_once_across_a_restart() {
     endpoint.insert("url".into(), url.into());
     endpoint.insert("secret".into(), SECRET.into());
     let config = tracking_support::config(&sink, "0s")
-        .set("webhooks.endpoints", toml::Value::Array(vec![endpoint.into()]))
+        .set(
+            "webhooks.endpoints",
+            toml::Value::Array(vec![endpoint.into()]),
+        )
         .set("webhooks.timeout", "5s");
     let mut facteur = Facteur::start(config).await;
 
     // Delivered, deferred then delivered, bounced.
     let send = |email: &str| marketing(email, "hooks", &html("https://shop.test"));
     let mut ids = BTreeMap::new();
-    for email in ["ann@example.test", "tempfail-1@example.test", "permfail@example.test"] {
+    for email in [
+        "ann@example.test",
+        "tempfail-1@example.test",
+        "permfail@example.test",
+    ] {
         let answer = send_one(&facteur, &send(email)).await;
         ids.insert(email, answer["id"].as_str().unwrap().to_string());
     }
@@ -242,12 +252,19 @@ async fn every_event_reaches_the_webhook_exactly_once_across_a_restart() {
     let mut event_ids: Vec<&str> = got.iter().map(|d| d.event_id.as_str()).collect();
     event_ids.sort();
     event_ids.dedup();
-    assert_eq!(event_ids.len(), got.len(), "an event id came twice: {got:#?}");
+    assert_eq!(
+        event_ids.len(),
+        got.len(),
+        "an event id came twice: {got:#?}"
+    );
     for d in &got {
         assert!(d.signature_ok, "bad signature on {d:?}");
         assert_eq!(d.body["event_id"], d.event_id.as_str(), "{d:?}");
         assert_eq!(d.body["campaign"], "hooks", "{d:?}");
     }
     let clicked = got.iter().find(|d| d.body["type"] == "clicked").unwrap();
-    assert_eq!(clicked.body["data"]["url"], "https://shop.test/offer?x=1&y=2");
+    assert_eq!(
+        clicked.body["data"]["url"],
+        "https://shop.test/offer?x=1&y=2"
+    );
 }

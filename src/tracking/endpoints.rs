@@ -50,10 +50,10 @@ use axum::Router;
 use serde_json::json;
 
 use super::page::{self, Lang};
+use super::unsubscribe::{suppress, unsubscribe};
 use crate::api::App;
-use crate::config::UnsubscribeScope;
 use crate::events::{Event, EventType, MessageEvent};
-use crate::spool::{now_ms, MessageRecord, SpoolError, Suppression};
+use crate::spool::{now_ms, SpoolError};
 use crate::tracking::{
     classify_click, classify_open, ClickRules, HttpMethod, RequestContext, TokenKind, TrackingToken,
 };
@@ -425,90 +425,6 @@ fn html(status: StatusCode, lang: Lang, body: String) -> Response {
         .into_response()
 }
 
-/// What an unsubscribe did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsubscribed {
-    /// The address is now suppressed, and the event recorded.
-    Now,
-    /// This message had already been unsubscribed: nothing new recorded.
-    Already,
-    /// No such message in this spool: nothing done.
-    UnknownMessage,
-}
-
-/// Unsubscribes the recipient of `message_id`, as the `mailto:` of
-/// `List-Unsubscribe` asks (`unsubscribe+ID@bounce_domain`); `via` says how
-/// it came (`mailto`), for the event. The write is not flushed: a caller
-/// that acknowledges the request (an SMTP `250`) should await
-/// `app.spool.flush()` first.
-pub fn unsubscribe_by_message(
-    app: &App,
-    message_id: &str,
-    via: &str,
-) -> Result<Unsubscribed, SpoolError> {
-    match app.spool.message(message_id)? {
-        Some(rec) => unsubscribe(app, &rec, via),
-        None => Ok(Unsubscribed::UnknownMessage),
-    }
-}
-
-/// Suppresses the recipient of `rec` in the configured scope and, the
-/// first time for this message, records and publishes `unsubscribed`.
-fn unsubscribe(app: &App, rec: &MessageRecord, via: &str) -> Result<Unsubscribed, SpoolError> {
-    let scope = match app.cfg.tracking.unsubscribe_scope {
-        UnsubscribeScope::Marketing => "marketing".to_string(),
-        UnsubscribeScope::Category => format!("category:{}", rec.category),
-    };
-    suppress(app, &rec.email, scope.clone(), Some(&rec.id))?;
-    if !app
-        .spool
-        .mark_once(&format!("unsub/{}", rec.id), now_ms())?
-    {
-        return Ok(Unsubscribed::Already);
-    }
-    let event = Event::now(
-        EventType::Unsubscribed,
-        Some(format!("unsubscribed ({via}); suppressed for {scope}")),
-    )
-    .with_data(json!({ "via": via, "scope": scope }));
-    let Some(rec) = app.spool.add_event(&rec.id, event.clone())? else {
-        return Ok(Unsubscribed::UnknownMessage);
-    };
-    let label = app
-        .metrics
-        .campaigns
-        .fold(rec.campaign.as_deref().unwrap_or(""));
-    app.metrics.unsubscribes.with_label_values(&[&label]).inc();
-    app.events.publish(MessageEvent {
-        message_id: rec.id,
-        email: rec.email,
-        campaign: rec.campaign,
-        category: rec.category,
-        metadata: rec.metadata,
-        event,
-    });
-    Ok(Unsubscribed::Now)
-}
-
-/// Puts `email` on the suppression list in `scope`, unless it is already.
-fn suppress(
-    app: &App,
-    email: &str,
-    scope: String,
-    message_id: Option<&str>,
-) -> Result<(), SpoolError> {
-    if app.spool.suppression(&scope, email)?.is_some() {
-        return Ok(());
-    }
-    let s = Suppression {
-        reason: "unsubscribe".into(),
-        scope,
-        at_ms: now_ms(),
-        message_id: message_id.map(str::to_string),
-    };
-    app.spool.suppress(email, &s)
-}
-
 /// What the endpoints keep in memory about a message: enough to count and
 /// publish an open or click without decoding its record each time.
 struct MessageInfo {
@@ -612,7 +528,6 @@ impl MessageCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn only_http_urls_are_redirect_targets() {
         assert_eq!(

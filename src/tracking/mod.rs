@@ -16,8 +16,9 @@
 //! - [`service`]: [`Tracker`], which compose calls to rewrite links, add the
 //!   pixel and the `List-Unsubscribe` URLs of each outgoing message.
 //! - [`endpoints`]: the public routes `/t/o/`, `/t/c/`, `/u/` that record
-//!   opens, clicks and unsubscribes; [`unsubscribe_by_message`] for the
-//!   `mailto:` unsubscribe.
+//!   opens, clicks and unsubscribes.
+//! - [`unsubscribe`]: suppression and event of an unsubscribe, and
+//!   [`unsubscribe_by_message`] for the `mailto:` unsubscribe.
 //! - `page`: the pixel and the unsubscribe pages.
 
 pub mod endpoints;
@@ -26,9 +27,10 @@ mod page;
 pub mod rewrite;
 pub mod service;
 pub mod token;
+pub mod unsubscribe;
 
-pub use endpoints::{unsubscribe_by_message, Unsubscribed};
 pub use machine::{classify_click, classify_open, ClickRules, HttpMethod, RequestContext, Verdict};
 pub use rewrite::{rewrite_html, rewrite_text, RewriteError, RewriteOptions};
 pub use service::Tracker;
 pub use token::{SignerConfigError, TokenError, TokenKind, TokenSigner, TrackingToken};
+pub use unsubscribe::{unsubscribe_by_message, Unsubscribed};
