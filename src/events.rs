@@ -39,6 +39,9 @@ pub enum EventType {
     Complained,
     /// An automatic reply (out of office) came back.
     AutoReplied,
+    /// A delay notice came back: a later server still tries to deliver.
+    /// The state does not change.
+    Delayed,
 }
 
 impl EventType {
@@ -58,6 +61,7 @@ impl EventType {
             EventType::Unsubscribed => "unsubscribed",
             EventType::Complained => "complained",
             EventType::AutoReplied => "auto_replied",
+            EventType::Delayed => "delayed",
         }
     }
 }

@@ -66,7 +66,10 @@ pub async fn run(
         signer: signer.clone(),
         started: Instant::now(),
     });
-    let router = api::router(app.clone()).merge(crate::tracking::endpoints::router(app.clone()));
+    let inbound = crate::inbound::Inbound::new(app.clone())?;
+    let router = api::router(app.clone())
+        .merge(crate::tracking::endpoints::router(app.clone()))
+        .merge(crate::inbound::api::router(inbound.clone()));
     let router = api::with_http_metrics(router, app.clone());
 
     let listener = TcpListener::bind(cfg.api.listen)
@@ -77,6 +80,7 @@ pub async fn run(
     }
     tracing::info!(listen = %cfg.api.listen, data_dir = %cfg.spool.data_dir.display(), "facteur is serving");
 
+    let smtp = crate::inbound::listener::Listener::start(inbound, stop_rx.clone()).await?;
     let compactor = tokio::spawn(compact_loop(spool.clone(), cfg.clone(), stop_rx.clone()));
     let app_for_signal = app.clone();
     let mut http_stop = stop_rx.clone();
@@ -94,8 +98,14 @@ pub async fn run(
     app_for_signal.stopping.store(true, Ordering::SeqCst);
     let _ = stop_tx.send(true);
     let deadline = cfg.delivery.shutdown_deadline.0;
-    // HTTP requests in flight get the same deadline.
-    let _ = tokio::time::timeout(deadline, http).await;
+    // HTTP requests and inbound SMTP transactions in flight get the same
+    // deadline; both may still queue mail, so they end before delivery.
+    let smtp_stopped = async {
+        if let Some(smtp) = smtp {
+            smtp.stop(deadline).await;
+        }
+    };
+    let _ = tokio::join!(tokio::time::timeout(deadline, http), smtp_stopped);
     delivery.shutdown(deadline).await;
     let _ = compactor.await;
     webhooks.join().await;

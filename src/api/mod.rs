@@ -142,8 +142,9 @@ async fn openapi() -> Response {
     Json(ApiDoc::openapi()).into_response()
 }
 
-/// Bearer keys when configured; otherwise loopback clients only.
-async fn authenticate(State(app): State<App>, req: Request, next: Next) -> Response {
+/// Bearer keys when configured; otherwise loopback clients only. The
+/// middleware of every `/v1` route, including those other modules add.
+pub async fn authenticate(State(app): State<App>, req: Request, next: Next) -> Response {
     let keys = &app.cfg.api.keys;
     if keys.is_empty() {
         let peer = req
@@ -215,7 +216,13 @@ async fn http_metrics(State(app): State<App>, req: Request, next: Next) -> Respo
         .http_duration
         .with_label_values(&[&route])
         .observe(started.elapsed().as_secs_f64());
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // axum's own 413 (the body limit) is plain text; a handler's is JSON
+    // and says its own limit.
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
         app.metrics
             .api_rejections
             .with_label_values(&["too_large"])

@@ -265,12 +265,16 @@ impl Default for TrackingConfig {
 }
 
 /// One routing rule for customer queries.
+///
+/// Every criterion given must match (a rule without criteria matches
+/// everything); regular expressions are case-sensitive unless they start
+/// with `(?i)`.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
     /// Name of the route, for events and logs.
     pub name: String,
-    /// Regular expression on the recipient address.
+    /// Regular expression on the recipient address (any recipient).
     pub recipient: Option<String>,
     /// Regular expression on the sender address.
     pub sender: Option<String>,
@@ -282,9 +286,12 @@ pub struct RouteConfig {
     pub keywords: Vec<String>,
     /// POST the parsed message as JSON here.
     pub webhook: Option<String>,
+    /// HMAC-SHA256 secret of the webhook's `X-Facteur-Signature`; empty:
+    /// the header is left out.
+    pub webhook_secret: String,
     /// Forward the message to this address through the outbound queue.
     pub forward_to: Option<String>,
-    /// Priority of the forward and acknowledgement.
+    /// Priority of the forward and acknowledgement: `high`, `normal`, `low`.
     pub priority: Option<String>,
     /// Acknowledgement subject template; absent means no acknowledgement.
     pub ack_subject: Option<String>,
@@ -299,13 +306,19 @@ pub struct InboundConfig {
     /// SMTP listener `ip:port`; empty means none.
     #[serde(deserialize_with = "de_opt_addr")]
     pub listen: Option<SocketAddr>,
-    /// Addresses customers write to (besides the bounce domain).
+    /// Addresses customers write to (besides the bounce domain); `@domain`
+    /// serves every address of the domain.
     pub reply_addresses: Vec<String>,
     /// Largest inbound message, in bytes.
     pub max_message_bytes: usize,
+    /// SMTP connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// A bounce that names only its recipient is attributed to the latest
+    /// message sent to that address within this period.
+    pub attribution_window: HumanDuration,
     /// At most one acknowledgement per sender in this period.
     pub ack_period: HumanDuration,
-    /// Sender of acknowledgements.
+    /// Sender of acknowledgements (and of forwards).
     pub ack_from: String,
     /// Routing rules, first match wins.
     pub routes: Vec<RouteConfig>,
@@ -319,6 +332,8 @@ impl Default for InboundConfig {
             listen: None,
             reply_addresses: Vec::new(),
             max_message_bytes: 10 * 1024 * 1024,
+            max_connections: 100,
+            attribution_window: d("30d"),
             ack_period: d("1d"),
             ack_from: String::new(),
             routes: Vec::new(),
@@ -331,7 +346,53 @@ impl Default for InboundConfig {
 }
 
 impl InboundConfig {
+    /// True when `email` is one of the reply addresses (or in a served
+    /// `@domain`).
+    pub fn is_reply_address(&self, email: &str) -> bool {
+        let email = email.trim().to_ascii_lowercase();
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.reply_addresses.iter().any(|a| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.strip_prefix('@') {
+                Some(d) => d == domain,
+                None => a == email,
+            }
+        })
+    }
+
+    /// The sender of facteur's own mail (forwards): `ack_from`, else the
+    /// first reply address that is an address, not a domain.
+    pub fn own_sender(&self) -> Option<&str> {
+        if !self.ack_from.is_empty() {
+            return Some(&self.ack_from);
+        }
+        self.reply_addresses
+            .iter()
+            .map(String::as_str)
+            .find(|a| !a.starts_with('@'))
+    }
+
     pub(super) fn validate(&self, errors: &mut ConfigErrors) {
+        if self.max_message_bytes < 1024 {
+            errors.push("inbound.max_message_bytes", "must be at least 1024");
+        }
+        if self.max_connections == 0 {
+            errors.push("inbound.max_connections", "must be at least 1");
+        }
+        for (i, a) in self.reply_addresses.iter().enumerate() {
+            let checked = match a.strip_prefix('@') {
+                Some(d) => crate::api::address::parse(&format!("x@{d}")),
+                None => crate::api::address::parse(a),
+            };
+            if let Err(e) = checked {
+                errors.push(format!("inbound.reply_addresses[{i}]"), e);
+            }
+        }
+        if !self.ack_from.is_empty() {
+            if let Err(e) = crate::api::address::parse(&self.ack_from) {
+                errors.push("inbound.ack_from", e);
+            }
+        }
         let all = self
             .routes
             .iter()
@@ -342,21 +403,75 @@ impl InboundConfig {
             &self.default_route,
         )));
         for (key, r) in all {
-            for (field, re) in [
-                ("recipient", &r.recipient),
-                ("sender", &r.sender),
-                ("subject", &r.subject),
-                ("body", &r.body),
-            ] {
-                if let Some(re) = re {
-                    if let Err(e) = regex::Regex::new(re) {
-                        errors.push(
-                            format!("{key}.{field}"),
-                            format!("invalid regular expression: {e}"),
-                        );
-                    }
+            self.validate_route(&key, r, errors);
+        }
+    }
+
+    fn validate_route(&self, key: &str, r: &RouteConfig, errors: &mut ConfigErrors) {
+        for (field, re) in [
+            ("recipient", &r.recipient),
+            ("sender", &r.sender),
+            ("subject", &r.subject),
+            ("body", &r.body),
+        ] {
+            if let Some(re) = re {
+                if let Err(e) = regex::Regex::new(re) {
+                    errors.push(
+                        format!("{key}.{field}"),
+                        format!("invalid regular expression: {e}"),
+                    );
                 }
             }
+        }
+        if r.keywords.iter().any(|k| k.trim().is_empty()) {
+            errors.push(format!("{key}.keywords"), "a keyword is empty");
+        }
+        if let Some(url) = &r.webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!("{key}.webhook"), "must be an http(s) URL");
+            }
+        }
+        if let Some(to) = &r.forward_to {
+            if let Err(e) = crate::api::address::parse(to) {
+                errors.push(format!("{key}.forward_to"), e);
+            } else if self.is_reply_address(to) {
+                errors.push(
+                    format!("{key}.forward_to"),
+                    "is a reply address: the forward would come back",
+                );
+            }
+        }
+        if let Some(p) = &r.priority {
+            if !["high", "normal", "low"].contains(&p.as_str()) {
+                errors.push(
+                    format!("{key}.priority"),
+                    format!("'{p}' is not high, normal or low"),
+                );
+            }
+        }
+        if r.ack_text.is_some() && r.ack_subject.is_none() {
+            errors.push(
+                format!("{key}.ack_subject"),
+                "required when ack_text is set",
+            );
+        }
+        if let Some(subject) = &r.ack_subject {
+            if self.ack_from.is_empty() {
+                errors.push(
+                    "inbound.ack_from",
+                    format!("required: {key} sends acknowledgements"),
+                );
+            }
+            let text = r.ack_text.as_deref().unwrap_or("");
+            if let Err(e) = crate::compose::check_templates(subject, None, Some(text)) {
+                errors.push(format!("{key}.ack_subject"), e.to_string());
+            }
+        }
+        if r.forward_to.is_some() && self.own_sender().is_none() {
+            errors.push(
+                "inbound.ack_from",
+                format!("required: {key} forwards mail and needs a sender"),
+            );
         }
     }
 }

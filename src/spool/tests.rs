@@ -149,3 +149,36 @@ async fn suppressions_and_markers() {
     assert!(!s.mark_once("open/m1", 6).unwrap());
     assert_eq!(s.marker("open/m1").unwrap(), Some(5));
 }
+
+#[tokio::test]
+async fn latest_message_for_a_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let mut old = record("m1", 100, Priority::Normal);
+    old.email = "Ann@Example.test".into();
+    let mut new = record("m2", 200, Priority::Normal);
+    new.email = "ann@example.test".into();
+    let mut other = record("m3", 300, Priority::Normal);
+    other.email = "ann@example.test.other".into();
+    let mut never = record("m4", 400, Priority::Normal);
+    never.email = "ann@example.test".into();
+    never.state = State::Suppressed;
+    s.accept(AcceptBatch {
+        batch: "b1".into(),
+        template: template(4),
+        messages: vec![old, new, other, never],
+        idempotency: None,
+        unique: vec![],
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.latest_message_for("ANN@example.test", 0)
+            .unwrap()
+            .as_deref(),
+        Some("m2"),
+        "the latest queued one, any case; suppressed ones are not indexed"
+    );
+    assert_eq!(s.latest_message_for("ann@example.test", 201).unwrap(), None);
+    assert_eq!(s.latest_message_for("bob@example.test", 0).unwrap(), None);
+}

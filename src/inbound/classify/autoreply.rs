@@ -122,7 +122,9 @@ pub(crate) fn is_autoreply(view: &View) -> bool {
         let v = v.trim().to_ascii_lowercase();
         v.starts_with("auto_reply") || v.starts_with("auto-reply")
     });
-    if auto_replied || precedence_reply || has_autoreply_header(view) {
+    // a read receipt (RFC 8098 MDN) is an automatic answer too
+    let receipt = view.report_type.as_deref() == Some("disposition-notification");
+    if auto_replied || precedence_reply || receipt || has_autoreply_header(view) {
         return true;
     }
     let subject = view.subject.as_deref().unwrap_or("");
@@ -136,8 +138,12 @@ pub(crate) fn is_autoreply(view: &View) -> bool {
         || (automatic && WEAK_SUBJECT.is_match(subject))
 }
 
-/// The person who is away: the auto-reply's sender.
+/// The person who is away: the auto-reply's sender (none for a read
+/// receipt, which says nothing of absence).
 pub(crate) fn absent_person(view: &View) -> Option<FailedRecipient> {
+    if view.report_type.as_deref() == Some("disposition-notification") {
+        return None;
+    }
     let from = view.from.clone().filter(|a| !address::is_system(a))?;
     Some(FailedRecipient {
         recipient: from,

@@ -262,3 +262,19 @@ fn exchange_in_french() {
     assert_eq!(recipients(&c), ["client@dest.example"]);
     assert_eq!(c.first().unwrap().reason, "userunknown");
 }
+
+#[test]
+fn read_receipt_is_automatic() {
+    let raw = message(
+        "From: Jo <jo@kunde.example>\nTo: service@sender.example\nSubject: Read: your order\n\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=disposition-notification; boundary=\"R\"",
+        "--R\nContent-Type: text/plain\n\nYour message was read.\n\
+         --R\nContent-Type: message/disposition-notification\n\n\
+         Final-Recipient: rfc822; jo@kunde.example\nDisposition: manual-action/MDN-sent-manually; displayed\n--R--\n",
+    );
+    let c = classify(&raw);
+    assert_eq!(c.kind, Kind::Autoreply);
+    assert!(c.recipients.is_empty());
+    assert!(c.auto_submitted);
+}
