@@ -237,6 +237,11 @@ fn apply_env(
         let Some(rest) = name.strip_prefix("FACTEUR_") else {
             continue;
         };
+        // The tracing filter (`FACTEUR_LOG=debug`), read by the binary
+        // before the configuration.
+        if rest == "LOG" {
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         // Variables Kubernetes injects for a Service named `facteur`
         // (FACTEUR_PORT, FACTEUR_SERVICE_HOST, FACTEUR_HEADLESS_PORT_…).

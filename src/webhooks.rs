@@ -36,6 +36,13 @@ struct Pending {
     next_ms: u64,
 }
 
+impl Pending {
+    /// The id of the message the event is about, for log lines.
+    fn message_id(&self) -> &str {
+        self.body["message_id"].as_str().unwrap_or_default()
+    }
+}
+
 fn queue_name(index: usize) -> String {
     format!("wh{index}")
 }
@@ -215,7 +222,7 @@ impl Dispatcher {
                 }
                 p.attempts += 1;
                 if p.attempts >= self.max_attempts {
-                    tracing::warn!(url = %self.endpoint.url, event = %p.id, "webhook event dropped after max attempts");
+                    tracing::warn!(id = p.message_id(), url = %self.endpoint.url, event = %p.id, "webhook event dropped after max attempts");
                     self.metrics
                         .webhook_deliveries
                         .with_label_values(&["dropped"])
@@ -271,11 +278,11 @@ impl Dispatcher {
                 true
             }
             Ok(resp) => {
-                tracing::debug!(url = %self.endpoint.url, status = %resp.status(), "webhook refused");
+                tracing::debug!(id = p.message_id(), url = %self.endpoint.url, event = %p.id, status = %resp.status(), "webhook refused");
                 false
             }
             Err(e) => {
-                tracing::debug!(url = %self.endpoint.url, error = %e, "webhook failed");
+                tracing::debug!(id = p.message_id(), url = %self.endpoint.url, event = %p.id, error = %e, "webhook failed");
                 false
             }
         }

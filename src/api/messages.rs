@@ -473,7 +473,7 @@ async fn accept(app: &App, req: SendRequest, checked: Checked) -> Result<SendRes
     }
     app.spool
         .accept(AcceptBatch {
-            batch,
+            batch: batch.clone(),
             template,
             messages,
             idempotency,
@@ -485,5 +485,15 @@ async fn accept(app: &App, req: SendRequest, checked: Checked) -> Result<SendRes
         .with_label_values(&[&checked.category])
         .inc_by(queued);
     app.wake_delivery();
+    tracing::info!(
+        batch = %batch,
+        recipients = response.messages.len(),
+        queued,
+        category = %checked.category,
+        "batch accepted"
+    );
+    for m in &response.messages {
+        tracing::debug!(id = %m.id, batch = %batch, status = %m.status, "message accepted");
+    }
     Ok(response)
 }

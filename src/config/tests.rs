@@ -34,6 +34,16 @@ fn env_overrides_file() {
 }
 
 #[test]
+fn facteur_log_is_the_tracing_filter_not_a_key() {
+    let env = vec![
+        ("FACTEUR_LOG".to_string(), "debug".to_string()),
+        ("FACTEUR_LOG_LEVEL".to_string(), "warn".to_string()),
+    ];
+    let c = Config::load(None, env).unwrap();
+    assert_eq!(c.log.level, "warn");
+}
+
+#[test]
 fn every_error_is_collected_with_its_key() {
     let f = write(
         "[api]\nlisten = \"nowhere\"\n[delivery]\nretry_jitter = 3.0\n[bogus]\nx = 1\n[tracking]\nkeys = [\"x\"]\n",
