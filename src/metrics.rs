@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prometheus::core::Collector;
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -416,22 +417,64 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Every metric family registered, with its type and label names,
+    /// labelled families that have no series yet included (the README's
+    /// metrics table is checked against this).
+    pub fn families(&self) -> Vec<Family> {
+        let mut families = Vec::with_capacity(self.families.len());
+        for c in &self.families {
+            let labels = c
+                .desc()
+                .first()
+                .map(|d| d.variable_labels.clone())
+                .unwrap_or_default();
+            for mf in c.collect() {
+                let kind = match mf.get_field_type() {
+                    MetricType::COUNTER => "counter",
+                    MetricType::GAUGE => "gauge",
+                    MetricType::HISTOGRAM => "histogram",
+                    MetricType::SUMMARY => "summary",
+                    MetricType::UNTYPED => "untyped",
+                };
+                families.push(Family {
+                    name: mf.name().to_string(),
+                    kind,
+                    labels: labels.clone(),
+                    help: mf.help().to_string(),
+                });
+            }
+        }
+        families
+    }
+
     /// The names of every metric family registered, with the suffixes that
     /// Prometheus adds to histograms (`_bucket`, `_sum`, `_count`), labelled
     /// families that have no series yet included.
     pub fn exported_names(&self) -> Vec<String> {
         let mut names = Vec::new();
-        for mf in self.families.iter().flat_map(|c| c.collect()) {
-            let name = mf.name().to_string();
-            if mf.get_field_type() == prometheus::proto::MetricType::HISTOGRAM {
+        for f in self.families() {
+            if f.kind == "histogram" {
                 for s in ["_bucket", "_sum", "_count"] {
-                    names.push(format!("{name}{s}"));
+                    names.push(format!("{}{s}", f.name));
                 }
             }
-            names.push(name);
+            names.push(f.name);
         }
         names
     }
+}
+
+/// One metric family as `/metrics` exports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    /// Name, `facteur_` prefixed.
+    pub name: String,
+    /// Prometheus type: `counter`, `gauge`, `histogram`.
+    pub kind: &'static str,
+    /// Label names, in declaration order.
+    pub labels: Vec<String>,
+    /// Help text.
+    pub help: String,
 }
 
 /// Folds an unbounded label value (campaign, destination domain) into a set
