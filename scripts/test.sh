@@ -3,7 +3,8 @@
 #
 # Steps: install the real peers the tests talk to, check formatting, lint,
 # run the doc tests, then every test (unit, integration, binaries) with
-# cargo-nextest (cargo test when nextest is missing), then the ops checks.
+# cargo-nextest (cargo test when nextest is missing), schemathesis against
+# the running API (scripts/schemathesis.sh), then the ops checks.
 # One build profile (debug) serves clippy's check build and the tests: the
 # integration tests run the debug binaries cargo builds for them.
 #
@@ -44,6 +45,8 @@ step "cargo clippy" cargo clippy --all-targets -- -D warnings
 # Doc tests first: the test runner's closing line must be the last one.
 step "doc tests" cargo test --doc
 step "tests" run_tests
+# The API against its OpenAPI document, on the debug binary the tests built.
+step "schemathesis" bash scripts/schemathesis.sh
 
 # ops checks
 if [[ -f scripts/check-ops.sh ]]; then

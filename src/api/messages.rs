@@ -25,10 +25,12 @@ use crate::spool::{
 #[serde(untagged)]
 pub enum MailboxIn {
     /// `"news@brand.example"`.
+    #[schema(value_type = String, format = Email)]
     Plain(String),
     /// `{"email": "news@brand.example", "name": "Brand"}`.
     Full {
         /// Address.
+        #[schema(format = Email)]
         email: String,
         /// Display name.
         #[serde(default)]
@@ -50,6 +52,7 @@ impl MailboxIn {
 #[serde(deny_unknown_fields)]
 pub struct RecipientIn {
     /// Address.
+    #[schema(format = Email)]
     pub email: String,
     /// Display name.
     #[serde(default)]
@@ -81,7 +84,8 @@ pub struct SendRequest {
     /// Text template.
     #[serde(default)]
     pub text: Option<String>,
-    /// Extra headers.
+    /// Extra headers: printable ASCII names without `:`, values without CR
+    /// or LF, at most 998 bytes; the headers facteur sets are refused.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// `transactional`, `marketing`, or a configured category.
@@ -89,6 +93,7 @@ pub struct SendRequest {
     pub category: Option<String>,
     /// Campaign name (uniqueness, metrics).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^/\r\n]*$")]
     pub campaign: Option<String>,
     /// `high`, `normal`, `low`.
     #[serde(default)]
@@ -98,11 +103,13 @@ pub struct SendRequest {
     pub send_at: Option<DateTime<Utc>>,
     /// A repeated key returns the first answer and queues nothing new.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^/\r\n]*$")]
     pub idempotency_key: Option<String>,
     /// Open and click tracking; the category's default when absent.
     #[serde(default)]
     pub track: Option<bool>,
-    /// Recipients, 1 to `api.max_recipients`.
+    /// Recipients, 1 to `api.max_recipients` (1000 by default).
+    #[schema(min_items = 1)]
     pub recipients: Vec<RecipientIn>,
 }
 
@@ -198,7 +205,8 @@ pub async fn get_message(
 
 /// `POST /v1/messages`: queue one message to 1..1000 recipients.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", request_body = SendRequest,
-    responses((status = 202, body = SendResponse), (status = 400, body = super::error::ErrorBody),
+    responses((status = 202, body = SendResponse, description = "Durably queued: one id per recipient"),
+        (status = 400, body = super::error::ErrorBody),
         (status = 401, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody),
         (status = 415, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
     security(("bearer" = [])))]

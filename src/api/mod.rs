@@ -6,11 +6,15 @@
 //! - [`messages`]: `POST /v1/messages`, `GET /v1/messages/{id}`.
 //! - [`address`]: address syntax.
 //! - [`error`]: [`error::ApiError`], the JSON error body.
-//! - here: [`router`], authentication, health, metrics, OpenAPI.
+//! - [`openapi`]: [`ApiDoc`], the OpenAPI document of every route.
+//! - here: [`router`], authentication, health, metrics.
 
 pub mod address;
 pub mod error;
 pub mod messages;
+pub mod openapi;
+
+pub use openapi::ApiDoc;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +26,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use utoipa::OpenApi;
+use axum::Router;
 
 use crate::config::Config;
 use crate::delivery::Shared as DeliveryShared;
@@ -68,29 +71,6 @@ impl AppState {
     }
 }
 
-/// The OpenAPI document of the API.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "facteur", description = "Email delivery and tracking service for e-CRM."),
-    paths(messages::send, messages::get_message, healthz, readyz),
-    components(schemas(messages::SendRequest, messages::SendResponse, messages::MessageView, error::ErrorBody)),
-    modifiers(&SecurityAddon)
-)]
-pub struct ApiDoc;
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
-    }
-}
-
 /// The API's routes (without tracking and inbound, which their modules add).
 pub fn router(app: App) -> Router {
     let v1 = Router::new()
@@ -102,7 +82,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route("/openapi.json", get(openapi::serve))
         .layer(DefaultBodyLimit::max(app.cfg.api.max_body_bytes))
         .with_state(app)
 }
@@ -113,13 +93,17 @@ pub fn with_http_metrics(router: Router, app: App) -> Router {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: the spool is writable and the service is not shutting down.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "not ready: shutting down, or the spool is not writable",
+            body = String, content_type = "text/plain")))]
 pub async fn readyz(State(app): State<App>) -> Response {
     if app.stopping.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
@@ -130,16 +114,16 @@ pub async fn readyz(State(app): State<App>) -> Response {
     (StatusCode::OK, "ready").into_response()
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+/// Prometheus metrics (text exposition format 0.0.4); README.md lists them.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every metric, in Prometheus's text format",
+        body = String, content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(State(app): State<App>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.encode(),
     )
         .into_response()
-}
-
-async fn openapi() -> Response {
-    Json(ApiDoc::openapi()).into_response()
 }
 
 /// Bearer keys when configured; otherwise loopback clients only. The
