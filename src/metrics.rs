@@ -327,7 +327,7 @@ impl Metrics {
                 &r,
                 f,
                 "facteur_acknowledgements_total",
-                "Acknowledgements of customer queries, by result (sent, skipped).",
+                "Acknowledgements of customer queries, by result (sent, skipped, failed).",
                 &["result"],
             ),
             opens: counter_vec(

@@ -94,6 +94,9 @@ pub struct Applied {
 pub fn apply(inbound: &Inbound, class: &Classification, clues: &Clues<'_>) -> Result<Applied> {
     let spool = &inbound.app.spool;
     let mut out = Applied::default();
+    if class.kind == Kind::Human {
+        return Ok(out);
+    }
     let whole = attribution::find_message(spool, clues)?;
     match class.kind {
         Kind::Human => {}
