@@ -243,3 +243,81 @@ async fn the_listener_is_not_a_relay_and_has_limits() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["kind"], "human");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_notices_and_unsubscribe_mail() {
+    if !have_swaks() {
+        return;
+    }
+    let sink = Sink::start(lo(1), 0);
+    let facteur = Facteur::start(config(&sink)).await;
+    let smtp = listener(&facteur);
+    let eve = send_one(&facteur, "eve@alpha.test", "marketing").await;
+    let fay = send_one(&facteur, "fay@alpha.test", "marketing").await;
+
+    // A delay notice: recorded, no change of state, nothing suppressed.
+    let m = format!("{eve}@brand.test");
+    let raw = fixture("dsn-delayed.eml", &vars(&eve, "eve@alpha.test", &m));
+    let s = swaks(smtp, "<>", &format!("bounces+{eve}@{BOUNCE_DOMAIN}"), &raw);
+    assert!(
+        s.data_reply()
+            .contains(&format!("bounce recorded for message {eve}; event delayed")),
+        "{}",
+        s.transcript
+    );
+    let message = facteur.message(&eve).await;
+    assert_eq!(message["state"], "delivered", "{message:#}");
+    assert_eq!(events_of(&message), ["queued", "delivered", "delayed"]);
+    assert_eq!(
+        status_of_new_message(&facteur, "eve@alpha.test", "marketing").await,
+        "queued"
+    );
+    let text = facteur.metrics().await;
+    let soft = [("kind", "soft"), ("reason", "expired")];
+    assert_eq!(metric(&text, "facteur_bounces_total", &soft), 1.0);
+
+    // The mailto: of List-Unsubscribe.
+    let mail = b"From: fay@alpha.test\r\nSubject: unsubscribe\r\n\r\n".to_vec();
+    let to = format!("unsubscribe+{fay}@{BOUNCE_DOMAIN}");
+    let s = swaks(smtp, "fay@alpha.test", &to, &mail);
+    assert!(
+        s.data_reply()
+            .contains(&format!("unsubscribe recorded for message {fay}")),
+        "{}",
+        s.transcript
+    );
+    assert_eq!(
+        status_of_new_message(&facteur, "fay@alpha.test", "marketing").await,
+        "suppressed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_smtp_client_does_not_hold_shutdown() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let sink = Sink::start(lo(1), 0);
+    let mut facteur = Facteur::start(config(&sink)).await;
+    let stream = tokio::net::TcpStream::connect(listener(&facteur))
+        .await
+        .expect("connect to the inbound listener");
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    r.read_line(&mut line).await.expect("greeting");
+    assert!(line.starts_with("220 "), "{line}");
+    w.write_all(b"EHLO client.test\r\n").await.expect("EHLO");
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.expect("EHLO reply");
+        if line.starts_with("250 ") {
+            break;
+        }
+        assert!(line.starts_with("250-"), "{line}");
+    }
+    let status = facteur.sigterm().await;
+    assert!(status.success(), "facteur exited with {status}");
+    line.clear();
+    r.read_line(&mut line).await.expect("goodbye");
+    assert!(line.starts_with("421 4.3.2"), "{line:?}");
+}
