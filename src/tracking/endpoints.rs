@@ -150,8 +150,7 @@ fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .filter(|ip| !is_private(*ip))
-        .next_back();
+        .rfind(|ip| !is_private(*ip));
     Some(forwarded.unwrap_or(peer))
 }
 

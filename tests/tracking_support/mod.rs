@@ -125,7 +125,7 @@ pub fn links(m: &Received) -> Links {
         .to_string();
     let pixel = doc
         .select(&select(r#"img[width="1"][height="1"]"#))
-        .last()
+        .next_back()
         .and_then(|i| i.value().attr("src"))
         .expect("the open pixel")
         .to_string();
