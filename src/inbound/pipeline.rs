@@ -166,7 +166,7 @@ pub async fn process(
     tracing::info!(
         via = via.as_str(),
         kind = kind_label,
-        message = outcome.message_id.as_deref().unwrap_or(""),
+        id = outcome.message_id.as_deref().unwrap_or(""),
         actions = %outcome.actions.join("; "),
         "inbound message processed"
     );
