@@ -245,7 +245,7 @@ fn check_lines(lines: &[Value], id: &str, batch: &str, also: &[&str]) {
     assert!(
         deferred["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("temporary")),
+            .is_some_and(|r| !r.is_empty()),
         "a deferral says why: {deferred}"
     );
 }
