@@ -243,9 +243,7 @@ fn check_lines(lines: &[Value], id: &str, batch: &str, also: &[&str]) {
         .expect("checked above");
     assert_eq!(deferred["level"], "INFO", "{deferred}");
     assert!(
-        deferred["reason"]
-            .as_str()
-            .is_some_and(|r| !r.is_empty()),
+        deferred["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "a deferral says why: {deferred}"
     );
 }
