@@ -523,6 +523,43 @@ mod tests {
     }
 
     #[test]
+    fn bad_routes_are_refused_with_their_key() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            file.path(),
+            r#"
+            [inbound]
+            reply_addresses = ["support@brand.test", "@help.test", "nope"]
+            [[inbound.routes]]
+            name = "a"
+            subject = "("
+            priority = "urgent"
+            forward_to = "desk@help.test"
+            webhook = "ftp://x"
+            [[inbound.routes]]
+            name = "b"
+            ack_subject = "Re: {{ subject"
+            "#,
+        )
+        .unwrap();
+        let errors = crate::config::Config::load(Some(file.path()), Vec::new())
+            .unwrap_err()
+            .0;
+        let keys: Vec<&str> = errors.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "inbound.reply_addresses[2]",
+            "inbound.routes[0].subject",
+            "inbound.routes[0].priority",
+            "inbound.routes[0].forward_to",
+            "inbound.routes[0].webhook",
+            "inbound.routes[1].ack_subject",
+            "inbound.ack_from",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {errors:?}");
+        }
+    }
+
+    #[test]
     fn references_grow_and_stay_short() {
         assert_eq!(references(&[], "q1@x"), "<q1@x>");
         assert_eq!(
