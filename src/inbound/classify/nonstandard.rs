@@ -383,7 +383,7 @@ fn find_recipients(view: &View) -> Vec<Reported> {
             .iter_mut()
             .find(|r| address::same(&r.address, &c.found.address))
         {
-            let more = block_after(&lines, c.line, c.found.end, c.led);
+            let more = block_after(&lines, c.line, &c.found, c.led);
             if !r.diagnostic.contains(more.as_str())
                 && has_codes(&more)
                 && !has_codes(&r.diagnostic)
@@ -395,7 +395,7 @@ fn find_recipients(view: &View) -> Vec<Reported> {
         if out.len() >= MAX_RECIPIENTS {
             break;
         }
-        let mut diagnostic = block_after(&lines, c.line, c.found.end, c.led || c.introduced);
+        let mut diagnostic = block_after(&lines, c.line, &c.found, c.led || c.introduced);
         let elsewhere = error_lines(&view.notice, &c.found.address);
         if !elsewhere.is_empty() && !diagnostic.contains(elsewhere.as_str()) {
             diagnostic = format!("{diagnostic} {elsewhere}");
@@ -466,7 +466,8 @@ fn score(
 /// and, for an address that leads its line, the following lines up to a
 /// blank line or the next address that leads its line (when the address
 /// stands alone, the next paragraph).
-fn block_after(lines: &[&str], i: usize, end: usize, led: bool) -> String {
+fn block_after(lines: &[&str], i: usize, found: &Found, led: bool) -> String {
+    let end = found.end;
     if !led {
         return lines[i].trim().to_string();
     }
@@ -485,7 +486,7 @@ fn block_after(lines: &[&str], i: usize, end: usize, led: bool) -> String {
             }
             break;
         }
-        if leads_line(t) {
+        if leads_line(t).is_some_and(|a| !address::same(&a, &found.address)) {
             break;
         }
         if is_ruler(t) {
@@ -505,14 +506,14 @@ fn is_ruler(line: &str) -> bool {
     line.starts_with("---") || line.starts_with("===") || line.starts_with("***")
 }
 
-/// True when a line starts with an address presented as a recipient.
-fn leads_line(line: &str) -> bool {
-    address::find_all(line).first().is_some_and(|f| {
-        let after = line[f.end..].trim();
-        LEADING_LABEL.is_match(line[..f.start].trim())
-            && (after.is_empty()
-                || after.starts_with(['>', ':', '.', '(', ')', ']', ',', ';', '"']))
-    })
+/// The address a line starts with, when it presents it as a recipient
+/// (a transcript line naming the same address again does not end a block).
+fn leads_line(line: &str) -> Option<String> {
+    let f = address::find_all(line).into_iter().next()?;
+    let after = line[f.end..].trim();
+    let led = LEADING_LABEL.is_match(line[..f.start].trim())
+        && (after.is_empty() || after.starts_with(['>', ':', '.', '(', ')', ']', ',', ';', '"']));
+    led.then_some(f.address)
 }
 
 /// Other lines of the notice that name the address with an error code or
