@@ -84,6 +84,17 @@ fn with(f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
 
+/// A bad request: name, content type, body, expected status, error code
+/// and field.
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+    Option<&'static str>,
+);
+
 #[tokio::test]
 async fn bad_requests_get_precise_errors_and_queue_nothing() {
     let h = harness(vec![]);
@@ -91,7 +102,7 @@ async fn bad_requests_get_precise_errors_and_queue_nothing() {
     let too_many: Vec<_> = (0..6)
         .map(|i| serde_json::json!({"email": format!("u{i}@x.test")}))
         .collect();
-    let cases: Vec<(&str, &str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             json,

@@ -40,12 +40,15 @@ pub enum RouteError {
     Temporary(String),
 }
 
+/// The hosts of a destination, best first, or why there are none.
+pub type Route = Result<Arc<Vec<Host>>, RouteError>;
+
 /// Resolves destinations to hosts.
 pub struct MxResolver {
     resolver: TokioResolver,
     port: u16,
     relay: Option<String>,
-    cache: Mutex<HashMap<String, (Instant, Result<Arc<Vec<Host>>, RouteError>)>>,
+    cache: Mutex<HashMap<String, (Instant, Route)>>,
     metrics: Arc<Metrics>,
 }
 

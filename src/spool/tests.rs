@@ -45,8 +45,18 @@ fn template(n: u32) -> Template {
     }
 }
 
+/// Opens the spool; a spool dropped just before may still be held by its
+/// flusher task for a moment (sled locks the directory), so retry briefly.
 async fn open(dir: &std::path::Path) -> Spool {
-    Spool::open(dir, 16, Arc::new(Metrics::new(10, 10))).unwrap()
+    let mut last = None;
+    for _ in 0..200 {
+        match Spool::open(dir, 16, Arc::new(Metrics::new(10, 10))) {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("cannot open the spool: {last:?}");
 }
 
 #[tokio::test]
