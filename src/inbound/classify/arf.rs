@@ -63,7 +63,8 @@ pub(crate) fn parse(view: &View) -> Option<Feedback> {
             feedback_type: "opt-out".to_string(),
             recipients: view
                 .from
-                .clone()
+                .as_deref()
+                .and_then(address::clean)
                 .map(|a| complainer(a, "opt-out"))
                 .into_iter()
                 .collect(),

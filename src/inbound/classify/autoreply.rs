@@ -144,7 +144,11 @@ pub(crate) fn absent_person(view: &View) -> Option<FailedRecipient> {
     if view.report_type.as_deref() == Some("disposition-notification") {
         return None;
     }
-    let from = view.from.clone().filter(|a| !address::is_system(a))?;
+    let from = view
+        .from
+        .as_deref()
+        .and_then(address::clean)
+        .filter(|a| !address::is_system(a))?;
     Some(FailedRecipient {
         recipient: from,
         status: None,

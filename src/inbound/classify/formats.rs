@@ -278,3 +278,19 @@ fn read_receipt_is_automatic() {
     assert!(c.recipients.is_empty());
     assert!(c.auto_submitted);
 }
+
+#[test]
+fn a_mime_tree_the_parser_chokes_on_still_classifies() {
+    // parts after the closing boundary: mail-parser 0.11.9 panics on this
+    // ("Invalid part ID"); the classifier reads the headers and raw body
+    let raw = message(
+        "From: MAILER-DAEMON@mx.dest.example\nTo: bounces@sender.example\n\
+         Subject: Undelivered Mail Returned to Sender\n\
+         Content-Type: multipart/mixed; boundary=\"B\"",
+        "--B--\nX-A: 1\nContent-Type: message/rfc822\n\nx\nContent-Type: message/rfc822\n\n--\n\n\
+         <lost@dest.example>: host mx.dest.example said: 550 5.1.1 user unknown\n\n--B--\n",
+    );
+    let c = classify(&raw);
+    assert_eq!(c.kind, Kind::Bounce);
+    assert_eq!(recipients(&c), ["lost@dest.example"]);
+}

@@ -30,6 +30,8 @@ mod patterns;
 pub mod reason;
 mod view;
 
+use std::panic::AssertUnwindSafe;
+
 use mail_parser::MessageParser;
 use serde::Serialize;
 
@@ -142,10 +144,18 @@ pub fn classify(raw: &[u8]) -> Classification {
 
 fn classify_bytes(raw: &[u8]) -> Classification {
     let raw = skip_mbox_line(raw);
-    let Some(message) = MessageParser::default().parse(raw) else {
-        return Classification::empty();
+    let parser = MessageParser::default();
+    let parsed = std::panic::catch_unwind(AssertUnwindSafe(|| parser.parse(raw)));
+    let view = match parsed {
+        Ok(Some(message)) => View::new(&message),
+        Ok(None) => return Classification::empty(),
+        // mail-parser 0.11 panics on some broken MIME trees: read the
+        // headers alone, and the body as raw text
+        Err(_) => match std::panic::catch_unwind(AssertUnwindSafe(|| parser.parse_headers(raw))) {
+            Ok(Some(headers)) => View::from_headers(&headers, raw),
+            _ => return Classification::empty(),
+        },
     };
-    let view = View::new(&message);
     let mut out = Classification {
         auto_submitted: autoreply::is_automatic(&view),
         original_message_id: view.original_message_id(),

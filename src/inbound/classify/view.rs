@@ -53,6 +53,20 @@ pub(crate) struct View {
 impl View {
     /// Reads a parsed message.
     pub fn new(message: &Message<'_>) -> View {
+        let mut view = View::headers_of(message);
+        view.read_parts(message);
+        view
+    }
+
+    /// Reads only the headers of a message and its body as raw text: for
+    /// the messages whose MIME tree the parser could not read.
+    pub fn from_headers(message: &Message<'_>, raw: &[u8]) -> View {
+        let mut view = View::headers_of(message);
+        view.set_notice(vec![raw_body_text(raw)]);
+        view
+    }
+
+    fn headers_of(message: &Message<'_>) -> View {
         let mut view = View {
             headers: message
                 .headers_raw()
@@ -90,7 +104,6 @@ impl View {
                 view.report_type = ct.attribute("report-type").map(|s| s.to_ascii_lowercase());
             }
         }
-        view.read_parts(message);
         view
     }
 
@@ -147,6 +160,12 @@ impl View {
             // raw body, less the MIME scaffolding
             texts = vec![raw_body_text(message.raw_message())];
         }
+        self.set_notice(texts);
+    }
+
+    /// The notice from its texts, cut before a pasted original (whose
+    /// headers are kept when no attached original gave them).
+    fn set_notice(&mut self, texts: Vec<String>) {
         let mut notice = String::new();
         for text in texts {
             push_text(&mut notice, &text);
