@@ -36,6 +36,12 @@ impl Tracker {
     /// A tracker signing with `signer` (the one the endpoints verify with).
     pub fn new(cfg: &Config, signer: Arc<TokenSigner>) -> Tracker {
         let base = cfg.api.public_url.trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            tracing::warn!(
+                public_url = %base,
+                "api.public_url is not https: mailbox providers offer one-click unsubscribe (RFC 8058) for https URLs only"
+            );
+        }
         Tracker {
             signer,
             opts: RewriteOptions {
