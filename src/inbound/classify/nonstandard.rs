@@ -107,6 +107,10 @@ static DELAY_BODY: LazyLock<Regex> = LazyLock::new(|| {
     ))
 });
 
+static GIVEN_UP: LazyLock<Regex> = LazyLock::new(|| {
+    ci(r"(?:permanent|fatal) error|could not be delivered|giving up|gave up|failed permanently")
+});
+
 /// True when the message says delivery is delayed, not abandoned.
 pub(crate) fn is_delay_notice(view: &View) -> bool {
     let subject = view.subject.as_deref().unwrap_or("");
@@ -114,9 +118,7 @@ pub(crate) fn is_delay_notice(view: &View) -> bool {
         return true;
     }
     let head = super::view::truncate(&view.notice, 4000);
-    DELAY_BODY.is_match(head)
-        && !ci(r"(?:permanent|fatal) error|could not be delivered|giving up|gave up|failed permanently")
-            .is_match(head)
+    DELAY_BODY.is_match(head) && !GIVEN_UP.is_match(head)
 }
 
 /// True when the sender is a mail system rather than a person.
