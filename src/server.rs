@@ -75,6 +75,9 @@ pub async fn run(
     let listener = TcpListener::bind(cfg.api.listen)
         .await
         .map_err(|e| anyhow::anyhow!("api.listen {}: {e}", cfg.api.listen))?;
+    if !cfg.cluster.redis_url.is_empty() {
+        tracing::warn!("cluster.redis_url is set, but shared state in Redis is not implemented: this node keeps its own suppressions");
+    }
     if cfg.api.keys.is_empty() {
         tracing::warn!("no api.keys configured: the API answers loopback clients only");
     }
