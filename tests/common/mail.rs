@@ -101,41 +101,51 @@ pub fn crlf(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An Ed25519 DKIM key made with `openssl genpkey`.
+/// A DKIM key made with `openssl genpkey`.
 pub struct DkimKey {
     /// The PKCS#8 PEM private key file.
     pub private_key_file: PathBuf,
-    /// The DNS TXT record to publish: `v=DKIM1; k=ed25519; p=...`.
+    /// The DNS TXT record to publish: `v=DKIM1; k=...; p=...`.
     pub txt: String,
 }
 
+/// Runs openssl with `args` then `path`, and returns its standard output.
+fn openssl(args: &[&str], path: &Path) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("run openssl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 impl DkimKey {
-    /// Generates a key into `dir/dkim-ed25519.pem`.
+    /// Generates a key with `genpkey` options `algorithm` into `dir/name`;
+    /// returns the key file and its public key (DER SubjectPublicKeyInfo).
+    fn generate(dir: &Path, name: &str, algorithm: &[&str]) -> (PathBuf, Vec<u8>) {
+        let private_key_file = dir.join(name);
+        let mut args = vec!["genpkey"];
+        args.extend_from_slice(algorithm);
+        args.push("-out");
+        openssl(&args, &private_key_file);
+        let der = openssl(
+            &["pkey", "-pubout", "-outform", "DER", "-in"],
+            &private_key_file,
+        );
+        (private_key_file, der)
+    }
+
+    /// Generates an Ed25519 key into `dir/dkim-ed25519.pem`.
     pub fn ed25519(dir: &Path) -> DkimKey {
-        let private_key_file = dir.join("dkim-ed25519.pem");
-        let out = Command::new("openssl")
-            .args(["genpkey", "-algorithm", "ed25519", "-out"])
-            .arg(&private_key_file)
-            .output()
-            .expect("run openssl genpkey");
-        assert!(
-            out.status.success(),
-            "openssl genpkey: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("openssl")
-            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-            .arg(&private_key_file)
-            .output()
-            .expect("run openssl pkey");
-        assert!(
-            out.status.success(),
-            "openssl pkey: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (private_key_file, der) =
+            DkimKey::generate(dir, "dkim-ed25519.pem", &["-algorithm", "ed25519"]);
         // A DER SubjectPublicKeyInfo for Ed25519 ends with the 32-byte key,
         // which is what DKIM publishes (RFC 8463).
-        let der = out.stdout;
         assert!(der.len() >= 32, "short Ed25519 public key");
         let public = base64::engine::general_purpose::STANDARD.encode(&der[der.len() - 32..]);
         DkimKey {
@@ -143,41 +153,13 @@ impl DkimKey {
             txt: format!("v=DKIM1; k=ed25519; p={public}"),
         }
     }
-}
 
-impl DkimKey {
     /// Generates a 2048-bit RSA key into `dir/dkim-rsa.pem`.
     pub fn rsa(dir: &Path) -> DkimKey {
-        let private_key_file = dir.join("dkim-rsa.pem");
-        let out = Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
-            .arg(&private_key_file)
-            .output()
-            .expect("run openssl genpkey");
-        assert!(
-            out.status.success(),
-            "openssl genpkey: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("openssl")
-            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-            .arg(&private_key_file)
-            .output()
-            .expect("run openssl pkey");
-        assert!(
-            out.status.success(),
-            "openssl pkey: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let algorithm = ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"];
+        let (private_key_file, der) = DkimKey::generate(dir, "dkim-rsa.pem", &algorithm);
         // RSA keys publish the whole SubjectPublicKeyInfo (RFC 6376).
-        let public = base64::engine::general_purpose::STANDARD.encode(&out.stdout);
+        let public = base64::engine::general_purpose::STANDARD.encode(&der);
         DkimKey {
             private_key_file,
             txt: format!("v=DKIM1; k=rsa; p={public}"),
