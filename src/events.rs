@@ -182,16 +182,26 @@ impl EventBus {
     /// Publishes an event; nobody listening is fine.
     pub fn publish(&self, ev: MessageEvent) {
         // One log line per change of a message, carrying its id: the log
-        // and the timeline tell the same story.
-        tracing::info!(
-            id = %ev.message_id,
-            event = ev.event.kind.as_str(),
-            reason = ev.event.reason.as_deref().unwrap_or(""),
-            reply_code = ev.event.reply.as_ref().map_or(0, |r| r.code),
-            reply = ev.event.reply.as_ref().map_or("", |r| r.text.as_str()),
-            "message {}",
-            ev.event.kind.as_str()
-        );
+        // and the timeline tell the same story. Opens and clicks change no
+        // state and come by the thousand a second: debug only.
+        if matches!(ev.event.kind, EventType::Opened | EventType::Clicked) {
+            tracing::debug!(
+                id = %ev.message_id,
+                event = ev.event.kind.as_str(),
+                "message {}",
+                ev.event.kind.as_str()
+            );
+        } else {
+            tracing::info!(
+                id = %ev.message_id,
+                event = ev.event.kind.as_str(),
+                reason = ev.event.reason.as_deref().unwrap_or(""),
+                reply_code = ev.event.reply.as_ref().map_or(0, |r| r.code),
+                reply = ev.event.reply.as_ref().map_or("", |r| r.text.as_str()),
+                "message {}",
+                ev.event.kind.as_str()
+            );
+        }
         if let Some(s) = &self.sink {
             s.append(&ev);
         }
