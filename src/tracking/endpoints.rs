@@ -213,16 +213,14 @@ impl Endpoints {
                 "open",
             ),
         };
-        let label = info
-            .as_ref()
-            .map_or_else(|| "none".to_string(), |i| i.campaign_label.clone());
-        let label = label.as_str();
         let machine = if verdict.machine { "true" } else { "false" };
-        counter.with_label_values(&[label, machine]).inc();
         let Some(info) = info else {
             tracing::debug!(id = %token.message_id, "tracking for a message this spool does not hold");
+            counter.with_label_values(&["none", machine]).inc();
             return;
         };
+        let label = info.campaign_label.as_str();
+        counter.with_label_values(&[label, machine]).inc();
         if !verdict.machine && info.first(kind, app, &token.message_id, marker) {
             unique.with_label_values(&[label]).inc();
         }
