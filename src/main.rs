@@ -107,6 +107,7 @@ fn main() -> ExitCode {
             };
             init_logging(&cfg, cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(worker_threads())
                 .enable_all()
                 .build()
             {
@@ -161,4 +162,20 @@ fn healthcheck(url: &str) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Worker threads: twice the cores, at least four. sled's writes can block
+/// a thread for a moment (a full log buffer), so a few more threads than
+/// cores keep the other connections going. `TOKIO_WORKER_THREADS` overrides.
+fn worker_threads() -> usize {
+    if let Some(n) = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    (cores * 2).max(4)
 }

@@ -133,6 +133,7 @@ async fn connection(slot: &Slot) {
     conns.inc();
     let mut session = Some(session);
     let mut sent = 0;
+    let mut flushed = Flushed::default();
     while sent < dest.throttle.messages_per_connection() && !shared.stopping() {
         let Some(job) = next_job(dest).await else {
             break;
@@ -140,15 +141,37 @@ async fn connection(slot: &Slot) {
         sent += 1;
         dest.throttle.acquire().await;
         let Some(s) = session.as_mut() else { break };
-        let keep = deliver(shared, dest, s, job).await;
+        let keep = deliver(shared, dest, s, job, &mut flushed).await;
         if !keep {
             session = None;
             break;
         }
     }
+    flushed.wait().await;
     conns.dec();
     if let Some(s) = session {
         s.quit().await;
+    }
+}
+
+/// The flush of a connection's last outcome, still running.
+///
+/// An outcome is written, then its flush is requested and left to run while
+/// the connection carries the next message; it is awaited before the next
+/// outcome is written. So after a crash at most two messages per connection
+/// (the one in its SMTP transaction, and the one whose outcome was still
+/// being flushed) can be delivered twice, and flushes overlap SMTP.
+#[derive(Default)]
+struct Flushed(Option<crate::spool::FlushTicket>);
+
+impl Flushed {
+    /// Waits for the pending flush, if any.
+    async fn wait(&mut self) {
+        if let Some(t) = self.0.take() {
+            if let Err(e) = t.wait().await {
+                warn!(error = %e, "cannot flush an attempt outcome");
+            }
+        }
     }
 }
 
@@ -205,6 +228,7 @@ async fn deliver(
     dest: &Destination,
     session: &mut Session,
     job: Job,
+    flushed: &mut Flushed,
 ) -> bool {
     let started = Instant::now();
     let Some(rec) = load(shared, &job) else {
@@ -242,18 +266,16 @@ async fn deliver(
         Ok(o) => (o, true),
         Err(o) => (o, false),
     };
+    // The previous outcome of this connection is on disk before this one
+    // is written.
+    flushed.wait().await;
     {
         let _e = span.enter();
         debug!(outcome = outcome.class(), "attempt finished");
         let via = serde_json::json!({"mx": session.peer.0, "ip": session.peer.1.to_string(), "tls": session.tls});
         apply(shared, dest, &rec, &job, outcome, started, Some(via));
     }
-    // The outcome is on disk before this connection takes another message:
-    // after a crash, only messages in flight (at most one per connection)
-    // can be sent twice. Connections share flushes (group commit).
-    if let Err(e) = shared.spool.flush().await {
-        warn!(id = %rec.id, error = %e, "cannot flush the outcome");
-    }
+    flushed.0 = Some(shared.spool.flush_ticket());
     shared.release(&job.id);
     keep
 }

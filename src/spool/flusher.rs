@@ -50,8 +50,30 @@ impl Flusher {
 
     /// Waits until everything written before the call is on disk.
     pub(super) async fn flush(&self) -> Result<()> {
+        self.ticket().wait().await
+    }
+
+    /// Asks for a flush covering everything written before the call, now;
+    /// the ticket can be awaited later.
+    pub(super) fn ticket(&self) -> FlushTicket {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(tx).map_err(|_| SpoolError::Closed)?;
+        match self.tx.send(tx) {
+            Ok(()) => FlushTicket(Some(rx)),
+            Err(_) => FlushTicket(None),
+        }
+    }
+}
+
+/// A flush requested earlier; [`FlushTicket::wait`] returns once it is done.
+#[must_use = "a flush ticket means nothing until awaited"]
+pub struct FlushTicket(Option<oneshot::Receiver<std::result::Result<(), String>>>);
+
+impl FlushTicket {
+    /// Waits for the flush.
+    pub async fn wait(self) -> Result<()> {
+        let Some(rx) = self.0 else {
+            return Err(SpoolError::Closed);
+        };
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SpoolError::Sled(sled::Error::Io(std::io::Error::other(e)))),

@@ -19,11 +19,15 @@
 //! | `r/{email}/{created_ms BE}{id}` | id: messages by recipient, for late bounces |
 //!
 //! Durability: [`Spool::accept`] returns only after a flush that covers the
-//! write; concurrent callers share one flush ([`flusher`]). Other writes
-//! (attempt outcomes, events) are flushed by sled every few milliseconds.
+//! write; concurrent callers share one flush ([`flusher`]). Delivery asks
+//! for a flush after each outcome and waits for it before the next outcome
+//! on the same connection ([`FlushTicket`]). Other writes (events) are
+//! flushed by sled every few milliseconds.
 
 mod flusher;
 pub mod records;
+
+pub use flusher::FlushTicket;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -216,6 +220,12 @@ impl Spool {
     /// Waits until everything written so far is on disk.
     pub async fn flush(&self) -> Result<()> {
         self.flusher.flush().await
+    }
+
+    /// Asks for a flush of everything written so far, to be awaited later
+    /// (group commit overlapping other work).
+    pub fn flush_ticket(&self) -> FlushTicket {
+        self.flusher.ticket()
     }
 
     /// The answer stored for an idempotency key.
