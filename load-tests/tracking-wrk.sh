@@ -18,11 +18,15 @@
 # and clicked events stored must be at least the number of requests wrk
 # saw answered.
 #
+# The load average is printed first: wrk and facteur share this machine's
+# cores, so anything else running skews the figures.
+#
 # Needs wrk, python3 and curl; reaches loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MESSAGES=${1:-8000}
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores"
 DURATION=${DURATION:-15s}
 RUNS=${RUNS:-3}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
@@ -181,6 +185,12 @@ print(f"  {name} median: {statistics.median(float(r) for r in rps):.0f} req/s, "
       f"p99 {statistics.median(ms(p) for p in p99):.2f} ms")
 EOF
 }
+
+# The floor of this machine: the same wrk on /healthz (no tracking, no
+# spool), to read the figures below against.
+out=$(wrk -t2 -c64 -d"$DURATION" --latency "$API/healthz")
+printf '== reference: /healthz: %s req/s, p99 %s ==\n' \
+  "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1 == "99%" {print $2}' <<<"$out")"
 
 for flush in false true; do
   if [[ $flush == true ]]; then stop_facteur; start_facteur true; fi
