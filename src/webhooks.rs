@@ -13,10 +13,11 @@
 //! Delivery guarantees: an event is removed from the queue only after the
 //! endpoint answered 2xx, and the queue is flushed at shutdown, so across a
 //! clean restart (SIGTERM) every event arrives exactly once. After a crash
-//! (`kill -9`, power loss), an event answered in the last moments may come
-//! again, and one appended in the last ~50 ms (sled's flush interval) may be
-//! lost with the message change it reports: deduplicate on
-//! `X-Facteur-Event-Id`. A 3xx is a failure (a POST is not followed to
+//! (`kill -9`, power loss), an event the endpoint had just accepted may come
+//! again (deduplicate on `X-Facteur-Event-Id`), and an event whose write was
+//! not flushed yet is missing together with that write (opens and clicks of
+//! the last ~50 ms, sled's flush interval, unless `tracking.flush_events`).
+//! A 3xx is a failure (a POST is not followed to
 //! another place), and an endpoint that answers slowly delays only its own
 //! queue, which grows in the spool meanwhile.
 
