@@ -97,6 +97,14 @@ fn html_template() -> String {
     s
 }
 
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -308,6 +316,13 @@ async fn main() -> anyhow::Result<()> {
         flush_sum * 1000.0 / flushes.max(1) as f64,
         total as f64 * 2.0 / flushes.max(1) as f64
     );
+    if let Some(cpu) = cpu_seconds(pid) {
+        println!(
+            "server CPU          {cpu:.1} s over {:.1} s ({:.0} µs per message)",
+            end_to_end.as_secs_f64(),
+            cpu * 1e6 / total as f64
+        );
+    }
     if let Some(kib) = peak_rss_kib(pid) {
         println!("server peak memory  {:.1} MiB", kib as f64 / 1024.0);
     }

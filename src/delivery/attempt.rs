@@ -213,7 +213,14 @@ async fn fail_queue(slot: &Slot, outcome: Outcome) {
 fn load(shared: &Shared, job: &Job) -> Option<MessageRecord> {
     match shared.spool.message(&job.id) {
         Ok(Some(rec)) if !rec.state.is_final() && rec.due_ms == job.due_ms => Some(rec),
-        Ok(_) => None,
+        Ok(_) => {
+            // Finished or rescheduled since it was queued: the entry that
+            // produced the job is stale.
+            if let Err(e) = shared.spool.drop_due(&job.key) {
+                warn!(id = %job.id, error = %e, "cannot drop a stale due entry");
+            }
+            None
+        }
         Err(e) => {
             warn!(id = %job.id, error = %e, "cannot read message");
             None

@@ -18,6 +18,8 @@ pub struct Job {
     pub id: String,
     /// The due time of the index entry that produced the job.
     pub due_ms: u64,
+    /// That entry's key, to drop it if it no longer matches the message.
+    pub key: Vec<u8>,
 }
 
 /// Most jobs held ready for one destination; the rest stay in the spool's
@@ -106,6 +108,7 @@ mod tests {
         Job {
             id: id.into(),
             due_ms: 0,
+            key: Vec::new(),
         }
     }
 

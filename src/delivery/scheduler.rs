@@ -77,20 +77,27 @@ fn scan_lane(
 }
 
 fn take(shared: &Arc<Shared>, lane: u8, entry: &DueEntry) -> crate::spool::Result<()> {
-    let Some(rec) = shared.spool.message(&entry.id)? else {
-        shared.spool.drop_due(entry)?;
-        return Ok(());
+    // The entry names its destination: no need to read the message here.
+    // Whether it is still due (not finished, not moved) is checked by the
+    // connection that takes it, which reads it anyway.
+    let domain = if entry.domain.is_empty() {
+        match shared.spool.message(&entry.id)? {
+            Some(rec) if !rec.state.is_final() && rec.due_ms == entry.due_ms => rec.domain,
+            _ => {
+                shared.spool.drop_due(&entry.key)?;
+                return Ok(());
+            }
+        }
+    } else {
+        entry.domain.clone()
     };
-    if rec.state.is_final() || rec.due_ms != entry.due_ms {
-        shared.spool.drop_due(entry)?;
-        return Ok(());
-    }
     let job = Job {
-        id: rec.id.clone(),
+        id: entry.id.clone(),
         due_ms: entry.due_ms,
+        key: entry.key.clone(),
     };
     // A full destination leaves the entry for a later rescan.
-    let _ = shared.enqueue(&rec.domain, lane, job);
+    let _ = shared.enqueue(&domain, lane, job);
     Ok(())
 }
 

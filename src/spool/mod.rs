@@ -73,6 +73,9 @@ pub struct DueEntry {
     pub due_ms: u64,
     /// Message id.
     pub id: String,
+    /// Recipient domain (the destination), kept in the entry so that the
+    /// scheduler need not read the message; empty if unknown.
+    pub domain: String,
 }
 
 /// One request to accept: a template and its messages.
@@ -200,7 +203,10 @@ impl Spool {
             if m.state.is_final() {
                 batch.insert(fkey(now_ms(), &m.id), b"".to_vec());
             } else {
-                batch.insert(dkey(m.priority.lane(), m.due_ms, &m.id), b"".to_vec());
+                batch.insert(
+                    dkey(m.priority.lane(), m.due_ms, &m.id),
+                    m.domain.as_bytes(),
+                );
                 batch.insert(rkey(&m.email, m.created_ms, &m.id), m.id.as_bytes());
             }
         }
@@ -375,8 +381,10 @@ impl Spool {
     /// removed after the new one is written, so a crash leaves at worst a
     /// stale entry, which the scheduler drops.
     pub fn reschedule(&self, rec: &MessageRecord, old_due_ms: u64) -> Result<()> {
-        self.tree
-            .insert(dkey(rec.priority.lane(), rec.due_ms, &rec.id), b"")?;
+        self.tree.insert(
+            dkey(rec.priority.lane(), rec.due_ms, &rec.id),
+            rec.domain.as_bytes(),
+        )?;
         if old_due_ms != rec.due_ms {
             self.tree
                 .remove(dkey(rec.priority.lane(), old_due_ms, &rec.id))?;
@@ -386,17 +394,25 @@ impl Spool {
 
     /// Removes a finished message from the due index and records it for
     /// compaction.
+    ///
+    /// Two single-key writes, not a batch: sled applies a batch under a
+    /// lock that stops every other reader and writer, which delivery cannot
+    /// afford per message. The order makes a crash between them harmless: a
+    /// due entry left behind points at a finished message, which the
+    /// scheduler drops.
     pub fn finish(&self, rec: &MessageRecord, due_ms: u64) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        batch.insert(fkey(now_ms(), &rec.id), b"".to_vec());
-        batch.remove(dkey(rec.priority.lane(), due_ms, &rec.id));
-        self.tree.apply_batch(batch)?;
+        self.tree.insert(fkey(now_ms(), &rec.id), b"")?;
+        self.tree
+            .remove(dkey(rec.priority.lane(), due_ms, &rec.id))?;
         Ok(())
     }
 
-    /// Drops a due-index entry that no longer matches its message.
-    pub fn drop_due(&self, entry: &DueEntry) -> Result<()> {
-        self.tree.remove(&entry.key)?;
+    /// Drops a due-index entry (by its key) that no longer matches its
+    /// message.
+    pub fn drop_due(&self, key: &[u8]) -> Result<()> {
+        if key.starts_with(b"d/") {
+            self.tree.remove(key)?;
+        }
         Ok(())
     }
 
@@ -420,13 +436,15 @@ impl Spool {
         let end = dkey(lane, until_ms.saturating_add(1), "");
         let mut out = Vec::new();
         for item in self.tree.range(start..end) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if k.len() < 11 {
                 continue;
             }
             let due_ms = u64::from_be_bytes(k[3..11].try_into().expect("8 bytes"));
             let id = String::from_utf8_lossy(&k[11..]).into_owned();
+            let domain = String::from_utf8_lossy(&v).into_owned();
             out.push(DueEntry {
+                domain,
                 key: k.to_vec(),
                 lane,
                 due_ms,
