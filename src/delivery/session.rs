@@ -304,3 +304,108 @@ pub fn tls_connectors() -> (Arc<TlsConnector>, Arc<TlsConnector>) {
         Arc::new(mail_send::smtp::tls::build_tls_connector(true)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::TcpListener;
+
+    /// A remote that greets, answers EHLO, answers RCPT with `rcpt` and
+    /// every other line with `other` (either may be garbage).
+    async fn remote(rcpt: &'static str, other: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"220 remote ready\r\n").await.unwrap();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = if line.starts_with("EHLO") {
+                    "250-remote\r\n250 PIPELINING\r\n"
+                } else if line.starts_with("RCPT") {
+                    rcpt
+                } else if line.starts_with("DATA") && rcpt.starts_with('5') {
+                    "503 5.5.1 no valid recipients\r\n"
+                } else {
+                    other
+                };
+                if w.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        addr
+    }
+
+    async fn session(addr: SocketAddr) -> Session {
+        let (strict, lenient) = tls_connectors();
+        let o = ConnectOptions {
+            helo: "facteur.test",
+            host: "remote.test",
+            tls: TlsPolicy::Opportunistic,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            tls_strict: &strict,
+            tls_lenient: &lenient,
+        };
+        match Session::connect(addr, &o).await {
+            Ok(s) => s,
+            Err(_) => panic!("connect failed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_replies_defer_without_panic() {
+        let addr = remote("this is not SMTP\r\n", "this is not SMTP\r\n").await;
+        let mut s = session(addr).await;
+        match s
+            .send("b@x.test", "r@y.test", b"Subject: x\r\n\r\nbody")
+            .await
+        {
+            Err(Outcome::Deferred { reply, .. }) => assert_eq!(reply.code, 0, "{reply:?}"),
+            other => panic!("expected a network deferral, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_recipient_keeps_the_connection() {
+        let addr = remote("550 5.1.1 no such user\r\n", "250 2.0.0 ok\r\n").await;
+        let mut s = session(addr).await;
+        match s
+            .send("b@x.test", "r@y.test", b"Subject: x\r\n\r\nbody")
+            .await
+        {
+            Ok(Outcome::Bounced(reply)) => {
+                assert_eq!(reply.code, 550);
+                assert_eq!(reply.enhanced.as_deref(), Some("5.1.1"));
+            }
+            other => panic!("expected a bounce on an open connection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_greeting_is_a_network_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.write_all(b"\x00\xff garbage\r\n").await;
+        });
+        let (strict, lenient) = tls_connectors();
+        let o = ConnectOptions {
+            helo: "facteur.test",
+            host: "remote.test",
+            tls: TlsPolicy::Opportunistic,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(5),
+            tls_strict: &strict,
+            tls_lenient: &lenient,
+        };
+        assert!(matches!(
+            Session::connect(addr, &o).await,
+            Err(ConnectError::Network(_)) | Err(ConnectError::Refused(_))
+        ));
+    }
+}
