@@ -339,7 +339,8 @@ mod tests {
         addr
     }
 
-    async fn session(addr: SocketAddr) -> Session {
+    /// Connects to `addr` with test settings.
+    async fn connect(addr: SocketAddr) -> Result<Session, ConnectError> {
         let (strict, lenient) = tls_connectors();
         let o = ConnectOptions {
             helo: "facteur.test",
@@ -350,7 +351,11 @@ mod tests {
             tls_strict: &strict,
             tls_lenient: &lenient,
         };
-        match Session::connect(addr, &o).await {
+        Session::connect(addr, &o).await
+    }
+
+    async fn session(addr: SocketAddr) -> Session {
+        match connect(addr).await {
             Ok(s) => s,
             Err(_) => panic!("connect failed"),
         }
@@ -393,18 +398,8 @@ mod tests {
             let (mut stream, _) = listener.accept().await.unwrap();
             let _ = stream.write_all(b"\x00\xff garbage\r\n").await;
         });
-        let (strict, lenient) = tls_connectors();
-        let o = ConnectOptions {
-            helo: "facteur.test",
-            host: "remote.test",
-            tls: TlsPolicy::Opportunistic,
-            connect_timeout: Duration::from_secs(5),
-            command_timeout: Duration::from_secs(5),
-            tls_strict: &strict,
-            tls_lenient: &lenient,
-        };
         assert!(matches!(
-            Session::connect(addr, &o).await,
+            connect(addr).await,
             Err(ConnectError::Network(_)) | Err(ConnectError::Refused(_))
         ));
     }
