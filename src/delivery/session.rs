@@ -130,7 +130,9 @@ impl Session {
     ) -> Session {
         Session {
             client: SmtpClient {
-                stream: Box::new(stream) as Box<dyn Io>,
+                // Buffered: the message body's pieces (split where dots are
+                // stuffed) and its terminator leave in one write at flush.
+                stream: Box::new(tokio::io::BufStream::new(stream)) as Box<dyn Io>,
                 timeout: o.command_timeout,
             },
             pipelining: ehlo.has_capability(EXT_PIPELINING),
