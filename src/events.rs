@@ -143,6 +143,20 @@ pub struct MessageEvent {
     pub event: Event,
 }
 
+impl MessageEvent {
+    /// The event of a stored message, with the message's identity.
+    pub fn of(rec: &crate::spool::MessageRecord, event: Event) -> MessageEvent {
+        MessageEvent {
+            message_id: rec.id.clone(),
+            email: rec.email.clone(),
+            campaign: rec.campaign.clone(),
+            category: rec.category.clone(),
+            metadata: rec.metadata.clone(),
+            event,
+        }
+    }
+}
+
 /// Where events must not be lost: the webhook queue in the spool.
 pub trait DurableSink: Send + Sync {
     /// Appends an event; called synchronously by [`EventBus::publish`].

@@ -450,14 +450,7 @@ pub(crate) fn finish(shared: &Shared, rec: &MessageRecord, job: &Job, ev: Event)
 }
 
 fn publish(shared: &Shared, rec: &MessageRecord, event: Event) {
-    shared.events.publish(MessageEvent {
-        message_id: rec.id.clone(),
-        email: rec.email.clone(),
-        campaign: rec.campaign.clone(),
-        category: rec.category.clone(),
-        metadata: rec.metadata.clone(),
-        event,
-    });
+    shared.events.publish(MessageEvent::of(rec, event));
 }
 
 /// A 5xx that says the mailbox does not exist: the address is suppressed.

@@ -328,14 +328,7 @@ fn record(
 }
 
 fn publish(inbound: &Inbound, rec: &MessageRecord, event: Event) {
-    inbound.app.events.publish(MessageEvent {
-        message_id: rec.id.clone(),
-        email: rec.email.clone(),
-        campaign: rec.campaign.clone(),
-        category: rec.category.clone(),
-        metadata: rec.metadata.clone(),
-        event,
-    });
+    inbound.app.events.publish(MessageEvent::of(rec, event));
 }
 
 #[cfg(test)]

@@ -72,14 +72,7 @@ pub(super) fn unsubscribe(
         .campaigns
         .fold(rec.campaign.as_deref().unwrap_or(""));
     app.metrics.unsubscribes.with_label_values(&[&label]).inc();
-    app.events.publish(MessageEvent {
-        message_id: rec.id,
-        email: rec.email,
-        campaign: rec.campaign,
-        category: rec.category,
-        metadata: rec.metadata,
-        event,
-    });
+    app.events.publish(MessageEvent::of(&rec, event));
     Ok(Unsubscribed::Now)
 }
 
