@@ -1,51 +1,39 @@
 //! Group commit: many writers share one flush.
 //!
-//! A writer sends a waiter and awaits it. The flusher task takes every
-//! waiter that has arrived, flushes sled once (on a blocking thread), and
-//! answers them all; waiters that arrive during a flush share the next one.
+//! A writer sends a waiter and awaits it. The flusher thread takes every
+//! waiter that has arrived, flushes sled once, and answers them all;
+//! waiters that arrive during a flush share the next one. Flushes start at
+//! most every [`MIN_INTERVAL`]: under load a few more writers share each
+//! one (each flush costs an fsync and wakes sled's I/O threads), and an
+//! isolated writer waits no more than it did.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{Result, SpoolError};
 use crate::metrics::Metrics;
 
 type Waiter = oneshot::Sender<std::result::Result<(), String>>;
 
-/// Handle to the flusher task.
+/// The shortest time between the starts of two flushes.
+const MIN_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Handle to the flusher thread.
 #[derive(Clone)]
 pub(super) struct Flusher {
-    tx: mpsc::UnboundedSender<Waiter>,
+    tx: mpsc::Sender<Waiter>,
 }
 
 impl Flusher {
-    /// Starts the flusher task on the current runtime.
-    pub(super) fn start(db: sled::Db, metrics: Arc<Metrics>) -> Flusher {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Waiter>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut waiters = vec![first];
-                while let Ok(w) = rx.try_recv() {
-                    waiters.push(w);
-                }
-                let db = db.clone();
-                let started = Instant::now();
-                let result = tokio::task::spawn_blocking(move || db.flush())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()));
-                metrics.spool_flush.observe(started.elapsed().as_secs_f64());
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "spool flush failed");
-                }
-                for w in waiters {
-                    let _ = w.send(result.clone());
-                }
-            }
-        });
-        Flusher { tx }
+    /// Starts the flusher thread; it ends when every handle is dropped.
+    pub(super) fn start(db: sled::Db, metrics: Arc<Metrics>) -> std::io::Result<Flusher> {
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        std::thread::Builder::new()
+            .name("spool-flusher".into())
+            .spawn(move || run(&db, &metrics, &rx))?;
+        Ok(Flusher { tx })
     }
 
     /// Waits until everything written before the call is on disk.
@@ -60,6 +48,28 @@ impl Flusher {
         match self.tx.send(tx) {
             Ok(()) => FlushTicket(Some(rx)),
             Err(_) => FlushTicket(None),
+        }
+    }
+}
+
+/// The flusher's loop: one flush for all the waiters at hand.
+fn run(db: &sled::Db, metrics: &Metrics, rx: &mpsc::Receiver<Waiter>) {
+    let mut last: Option<Instant> = None;
+    while let Ok(first) = rx.recv() {
+        if let Some(wait) = last.and_then(|l| MIN_INTERVAL.checked_sub(l.elapsed())) {
+            std::thread::sleep(wait);
+        }
+        let mut waiters = vec![first];
+        waiters.extend(rx.try_iter());
+        let started = Instant::now();
+        last = Some(started);
+        let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+        metrics.spool_flush.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "spool flush failed");
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
         }
     }
 }

@@ -184,7 +184,7 @@ impl Spool {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("main")?;
-        let flusher = flusher::Flusher::start(db.clone(), metrics);
+        let flusher = flusher::Flusher::start(db.clone(), metrics).map_err(sled::Error::Io)?;
         Ok(Spool {
             db,
             tree,

@@ -57,13 +57,23 @@ use std::sync::LazyLock;
 
 use lol_html::html_content::{Comment, ContentType, Element};
 use lol_html::{
-    doc_comments, element, end, end_tag, rewrite_str, DocumentContentHandlers,
-    ElementContentHandlers, RewriteStrSettings, Selector,
+    doc_comments, end, end_tag, rewrite_str, DocumentContentHandlers, ElementContentHandlers,
+    RewriteStrSettings, Selector,
 };
 use regex::Regex;
 
 /// Attribute that opts a link out of tracking; removed from the output.
 pub const NOTRACK_ATTRIBUTE: &str = "data-facteur-notrack";
+
+/// The selectors, parsed once rather than for every message.
+static LINKS: LazyLock<Selector> = LazyLock::new(|| selector("a, area"));
+static BODY: LazyLock<Selector> = LazyLock::new(|| selector("body"));
+static CONDITIONAL_LINKS: LazyLock<Selector> =
+    LazyLock::new(|| selector("[href], [data-facteur-notrack]"));
+
+fn selector(s: &str) -> Selector {
+    s.parse().expect("a valid selector")
+}
 
 /// What the rewriting needs to know beyond the message itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,10 +105,13 @@ pub fn rewrite_html(
     // Called by the link and the comment handlers, which lol_html runs one
     // at a time, in document order.
     let make_click_url = RefCell::new(make_click_url);
-    let mut element_content_handlers = vec![element!("a, area", |el| {
-        rewrite_link(el, opts, &mut *make_click_url.borrow_mut());
-        Ok(())
-    })];
+    let mut element_content_handlers = vec![(
+        Cow::Borrowed(&*LINKS),
+        ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+            rewrite_link(el, opts, &mut *make_click_url.borrow_mut());
+            Ok(())
+        }),
+    )];
     let mut document_content_handlers = vec![doc_comments!(|comment| {
         rewrite_conditional_comment(comment, opts, &mut *make_click_url.borrow_mut());
         Ok(())
@@ -132,7 +145,7 @@ fn pixel_handlers<'s, 'h>(
     let (body_placed, end_placed) = (placed.clone(), placed);
     let body_pixel = pixel.clone();
     let mut body_seen = false;
-    let body = element!("body", move |el| {
+    let body_handler = move |el: &mut Element<'_, '_>| {
         // Broken mail may hold several `<body>` tags: one pixel only.
         if body_seen {
             return Ok(());
@@ -152,7 +165,11 @@ fn pixel_handlers<'s, 'h>(
             }
             Ok(())
         }))
-    });
+    };
+    let body = (
+        Cow::Borrowed(&*BODY),
+        ElementContentHandlers::default().element(body_handler),
+    );
     let end = end!(move |end| {
         if !end_placed.get() {
             end.append(&pixel, ContentType::Html);
@@ -216,13 +233,16 @@ fn rewrite_conditional_comment(
     let rewritten = rewrite_str(
         inner,
         RewriteStrSettings {
-            element_content_handlers: vec![element!("[href], [data-facteur-notrack]", |el| {
-                let tag = el.tag_name();
-                if tag == "a" || tag == "area" || tag.starts_with("v:") {
-                    changed |= rewrite_link(el, opts, make_click_url);
-                }
-                Ok(())
-            })],
+            element_content_handlers: vec![(
+                Cow::Borrowed(&*CONDITIONAL_LINKS),
+                ElementContentHandlers::default().element(|el: &mut Element<'_, '_>| {
+                    let tag = el.tag_name();
+                    if tag == "a" || tag == "area" || tag.starts_with("v:") {
+                        changed |= rewrite_link(el, opts, make_click_url);
+                    }
+                    Ok(())
+                }),
+            )],
             ..RewriteStrSettings::new()
         },
     );

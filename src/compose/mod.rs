@@ -10,6 +10,8 @@
 //! on mail that is not transactional, `unsubscribe_url`: the recipient's
 //! unsubscribe page, which link tracking leaves as it is.
 
+mod encoding;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,7 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::raw::Raw;
+use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 use minijinja::Environment;
 use thiserror::Error;
@@ -315,12 +318,8 @@ impl Composer {
                     Raw::new("List-Unsubscribe=One-Click"),
                 );
         }
-        if let Some(h) = html {
-            b = b.html_body(h);
-        }
-        if let Some(x) = text {
-            b = b.text_body(x);
-        }
+        b.html_body = html.map(|h| text_part("text/html", &h));
+        b.text_body = text.map(|x| text_part("text/plain", &x));
         let body = b
             .write_to_vec()
             .map_err(|e| ComposeError::Mime(e.to_string()))?;
@@ -346,6 +345,12 @@ impl Composer {
             }
         }
     }
+}
+
+/// A text part in UTF-8, encoded by [`encoding::encode_text`].
+fn text_part(content_type: &'static str, text: &str) -> MimePart<'static> {
+    let e = encoding::encode_text(text);
+    MimePart::new(content_type, e.text).transfer_encoding(e.transfer_encoding)
 }
 
 fn mailbox<'x>(name: Option<&str>, email: &str) -> Address<'x> {
