@@ -50,8 +50,11 @@ fn fits_7bit(bytes: &[u8]) -> bool {
     }
     let mut start = 0;
     for nl in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
-        let line = &bytes[start..nl];
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut line = &bytes[start..nl];
+        // The CR of a CRLF; one ending the text is a bare CR.
+        if nl < bytes.len() {
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+        }
         if line.len() > MAX_LINE || memchr::memchr(b'\r', line).is_some() {
             return false;
         }
@@ -103,31 +106,67 @@ fn quoted_printable(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("quoted-printable is ASCII")
 }
 
-/// One line of text, without its line break.
+/// Bytes that quoted-printable leaves as they are (white space only when
+/// it does not end a line).
+const LITERAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 33;
+    while b <= 126 {
+        t[b] = b != b'=' as usize;
+        b += 1;
+    }
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t
+};
+
+/// One line of text, without its line break. Runs of literal bytes are
+/// copied whole, cut by soft line breaks.
 fn qp_line(line: &[u8], out: &mut Vec<u8>) {
+    let n = line.len();
+    // White space ending a line would be lost in transit: it is encoded.
+    let literal_end = if matches!(line.last(), Some(b' ' | b'\t')) {
+        n - 1
+    } else {
+        n
+    };
     let mut width = 0;
-    for (i, &b) in line.iter().enumerate() {
-        let at_end = i + 1 == line.len();
-        let literal = match b {
-            b'=' => false,
-            // White space before a line break would be lost in transit.
-            b' ' | b'\t' => !at_end,
-            33..=126 => true,
-            _ => false,
-        };
-        let need = if literal { 1 } else { 3 };
-        // Room for a soft break `=` unless this is the line's last char.
-        let limit = if at_end { QP_LINE } else { QP_LINE - 1 };
-        if width + need > limit {
-            out.extend_from_slice(b"=\r\n");
-            width = 0;
-        }
-        if literal {
-            out.push(b);
+    let mut i = 0;
+    while i < n {
+        if i < literal_end && LITERAL[line[i] as usize] {
+            let run = line[i..literal_end]
+                .iter()
+                .position(|&b| !LITERAL[b as usize])
+                .unwrap_or(literal_end - i);
+            let j = i + run;
+            while i < j {
+                // A soft break `=` must fit after a character that does not
+                // end the line; the line's last one may use the last column.
+                let take = if j == n && j - i <= QP_LINE - width {
+                    j - i
+                } else {
+                    (j - i).min(QP_LINE - 1 - width)
+                };
+                if take == 0 {
+                    out.extend_from_slice(b"=\r\n");
+                    width = 0;
+                    continue;
+                }
+                out.extend_from_slice(&line[i..i + take]);
+                width += take;
+                i += take;
+            }
         } else {
+            let b = line[i];
+            let limit = if i + 1 == n { QP_LINE } else { QP_LINE - 1 };
+            if width + 3 > limit {
+                out.extend_from_slice(b"=\r\n");
+                width = 0;
+            }
             out.extend_from_slice(&[b'=', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            width += 3;
+            i += 1;
         }
-        width += need;
     }
 }
 
