@@ -131,27 +131,111 @@ async fn connection(slot: &Slot) {
         .smtp_connections
         .with_label_values(&[&dest.label]);
     conns.inc();
-    let mut session = Some(session);
-    let mut sent = 0;
-    let mut flushed = Flushed::default();
-    while sent < dest.throttle.messages_per_connection() && !shared.stopping() {
-        let Some(job) = next_job(dest).await else {
-            break;
-        };
-        sent += 1;
-        dest.throttle.acquire().await;
-        let Some(s) = session.as_mut() else { break };
-        let keep = deliver(shared, dest, s, job, &mut flushed).await;
-        if !keep {
-            session = None;
-            break;
-        }
-    }
-    flushed.wait().await;
+    let session = transactions(slot, session).await;
     conns.dec();
     if let Some(s) = session {
         s.quit().await;
     }
+}
+
+/// A message ready to go: read, checked and composed.
+struct Prepared {
+    job: Job,
+    rec: MessageRecord,
+    body: Vec<u8>,
+    verp: String,
+    started: Instant,
+    span: tracing::Span,
+}
+
+/// The transactions of one connection, until the queue is empty, the
+/// connection has carried its quota, or it breaks (then `None`).
+///
+/// While a message's body goes out, the next one at hand (if the rate
+/// allows it now) is already prepared, and its envelope follows the body
+/// in the same write: on a pipelining server a message costs one round
+/// trip.
+async fn transactions(slot: &Slot, mut session: Session) -> Option<Session> {
+    let shared = &slot.shared;
+    let dest = &slot.dest;
+    let limit = dest.throttle.messages_per_connection();
+    let mut taken = 0;
+    let mut flushed = Flushed::default();
+    // Taken from the queue but not yet allowed by the rate.
+    let mut held: Option<Job> = None;
+    // Prepared; its envelope may already be out (the session knows).
+    let mut ready: Option<Prepared> = None;
+    let mut alive = true;
+    while alive {
+        let cur = match ready.take() {
+            Some(p) => p,
+            None => {
+                let job = match held.take() {
+                    Some(j) => j,
+                    None if taken >= limit || shared.stopping() => break,
+                    None => match next_job(dest).await {
+                        Some(j) => {
+                            taken += 1;
+                            j
+                        }
+                        None => break,
+                    },
+                };
+                dest.throttle.acquire().await;
+                match prepare(shared, job) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
+        };
+        if session.pipelining() && taken < limit && !shared.stopping() {
+            if let Some(job) = dest.pop() {
+                taken += 1;
+                if dest.throttle.try_acquire() {
+                    ready = prepare(shared, job);
+                } else {
+                    held = Some(job);
+                }
+            }
+        }
+        let then = ready
+            .as_ref()
+            .map(|p| (p.verp.as_str(), p.rec.email.as_str()));
+        let sent = session
+            .send(&cur.verp, &cur.rec.email, &cur.body, then)
+            .instrument(cur.span.clone())
+            .await;
+        let (outcome, keep) = match sent.outcome {
+            Ok(o) => (o, true),
+            Err(o) => (o, false),
+        };
+        alive = keep;
+        // The previous outcome of this connection is on disk before this
+        // one is written.
+        flushed.wait().await;
+        {
+            let _e = cur.span.enter();
+            debug!(outcome = outcome.class(), "attempt finished");
+            let via = serde_json::json!({"mx": session.peer.0, "ip": session.peer.1.to_string(), "tls": session.tls});
+            apply(
+                shared,
+                dest,
+                &cur.rec,
+                &cur.job,
+                outcome,
+                cur.started,
+                Some(via),
+            );
+        }
+        flushed.0 = Some(shared.spool.flush_ticket());
+        shared.release(&cur.job.id);
+    }
+    flushed.wait().await;
+    // Jobs this connection will not carry go back to the scheduler.
+    for job in ready.map(|p| p.job).into_iter().chain(held) {
+        shared.release(&job.id);
+    }
+    alive.then_some(session)
 }
 
 /// The flush of a connection's last outcome, still running.
@@ -228,19 +312,14 @@ fn load(shared: &Shared, job: &Job) -> Option<MessageRecord> {
     }
 }
 
-/// One message over an open session. Returns false when the connection
-/// can no longer be used.
-async fn deliver(
-    shared: &Arc<Shared>,
-    dest: &Destination,
-    session: &mut Session,
-    job: Job,
-    flushed: &mut Flushed,
-) -> bool {
+/// Reads a job's message and composes it. `None` when there is nothing to
+/// send: already done or moved (stale job), expired, or not composable;
+/// the last two are finished here. The job is released in all these cases.
+fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
     let started = Instant::now();
     let Some(rec) = load(shared, &job) else {
         shared.release(&job.id);
-        return true;
+        return None;
     };
     let span = info_span!("message", id = %rec.id);
     let _e = span.enter();
@@ -252,7 +331,7 @@ async fn deliver(
         finish(shared, &rec, &job, ev);
         shared.metrics.expired.inc();
         shared.release(&job.id);
-        return true;
+        return None;
     }
     let body = match compose(shared, &rec) {
         Ok(b) => b,
@@ -260,31 +339,19 @@ async fn deliver(
             let ev = Event::now(EventType::Dropped, Some(reason));
             finish(shared, &rec, &job, ev);
             shared.release(&job.id);
-            return true;
+            return None;
         }
     };
     let verp = format!("bounces+{}@{}", rec.id, shared.cfg.delivery.bounce_domain);
     drop(_e);
-    let (outcome, keep) = match session
-        .send(&verp, &rec.email, &body)
-        .instrument(span.clone())
-        .await
-    {
-        Ok(o) => (o, true),
-        Err(o) => (o, false),
-    };
-    // The previous outcome of this connection is on disk before this one
-    // is written.
-    flushed.wait().await;
-    {
-        let _e = span.enter();
-        debug!(outcome = outcome.class(), "attempt finished");
-        let via = serde_json::json!({"mx": session.peer.0, "ip": session.peer.1.to_string(), "tls": session.tls});
-        apply(shared, dest, &rec, &job, outcome, started, Some(via));
-    }
-    flushed.0 = Some(shared.spool.flush_ticket());
-    shared.release(&job.id);
-    keep
+    Some(Prepared {
+        job,
+        rec,
+        body,
+        verp,
+        started,
+        span,
+    })
 }
 
 fn expired(shared: &Shared, rec: &MessageRecord) -> bool {

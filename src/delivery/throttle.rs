@@ -81,6 +81,15 @@ impl Throttle {
         }
     }
 
+    /// Takes one message's worth of the rate if it is available now.
+    pub fn try_acquire(&self) -> bool {
+        if self.is_slowed() {
+            self.slow.check().is_ok()
+        } else {
+            self.normal.as_ref().is_none_or(|l| l.check().is_ok())
+        }
+    }
+
     /// Switches slow-down on for `period`; returns true if it was off.
     pub fn slow_down(&self, period: Duration) -> bool {
         let mut until = self.slowed_until.lock().unwrap_or_else(|e| e.into_inner());
