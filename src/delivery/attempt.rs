@@ -18,7 +18,7 @@ use super::reply::Outcome;
 use super::session::{ConnectError, ConnectOptions, Session};
 use super::Shared;
 use crate::events::{Event, EventType, MessageEvent, SmtpReply};
-use crate::spool::{now_ms, MessageRecord, Suppression};
+use crate::spool::{now_ms, MessageRecord, Suppression, Version};
 
 /// A reserved connection slot (RAII): releasing it on drop frees the
 /// destination's and the global counts, and looks for more work.
@@ -142,6 +142,7 @@ async fn connection(slot: &Slot) {
 struct Prepared {
     job: Job,
     rec: MessageRecord,
+    version: Version,
     body: Vec<u8>,
     verp: String,
     started: Instant,
@@ -220,7 +221,7 @@ async fn transactions(slot: &Slot, mut session: Session) -> Option<Session> {
             apply(
                 shared,
                 dest,
-                &cur.rec,
+                (&cur.rec, Some(&cur.version)),
                 &cur.job,
                 outcome,
                 cur.started,
@@ -278,11 +279,11 @@ async fn fail_queue(slot: &Slot, outcome: Outcome) {
     for _ in 0..limit {
         let Some(job) = slot.dest.pop() else { break };
         let _span = info_span!("message", id = %job.id).entered();
-        if let Some(rec) = load(&slot.shared, &job) {
+        if let Some((rec, version)) = load(&slot.shared, &job) {
             apply(
                 &slot.shared,
                 &slot.dest,
-                &rec,
+                (&rec, Some(&version)),
                 &job,
                 outcome.clone(),
                 Instant::now(),
@@ -294,9 +295,9 @@ async fn fail_queue(slot: &Slot, outcome: Outcome) {
 }
 
 /// The record of a job if it still needs an attempt.
-fn load(shared: &Shared, job: &Job) -> Option<MessageRecord> {
-    match shared.spool.message(&job.id) {
-        Ok(Some(rec)) if !rec.state.is_final() && rec.due_ms == job.due_ms => Some(rec),
+fn load(shared: &Shared, job: &Job) -> Option<(MessageRecord, Version)> {
+    match shared.spool.message_with_version(&job.id) {
+        Ok(Some((rec, v))) if !rec.state.is_final() && rec.due_ms == job.due_ms => Some((rec, v)),
         Ok(_) => {
             // Finished or rescheduled since it was queued: the entry that
             // produced the job is stale.
@@ -317,7 +318,7 @@ fn load(shared: &Shared, job: &Job) -> Option<MessageRecord> {
 /// the last two are finished here. The job is released in all these cases.
 fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
     let started = Instant::now();
-    let Some(rec) = load(shared, &job) else {
+    let Some((rec, version)) = load(shared, &job) else {
         shared.release(&job.id);
         return None;
     };
@@ -328,7 +329,7 @@ fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
             EventType::Expired,
             Some("max_age reached before delivery".to_string()),
         );
-        finish(shared, &rec, &job, ev);
+        finish(shared, (&rec, Some(&version)), &job, ev);
         shared.metrics.expired.inc();
         shared.release(&job.id);
         return None;
@@ -337,7 +338,7 @@ fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
         Ok(b) => b,
         Err(reason) => {
             let ev = Event::now(EventType::Dropped, Some(reason));
-            finish(shared, &rec, &job, ev);
+            finish(shared, (&rec, Some(&version)), &job, ev);
             shared.release(&job.id);
             return None;
         }
@@ -347,6 +348,7 @@ fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
     Some(Prepared {
         job,
         rec,
+        version,
         body,
         verp,
         started,
@@ -376,7 +378,7 @@ fn compose(shared: &Shared, rec: &MessageRecord) -> Result<Vec<u8>, String> {
 fn apply(
     shared: &Shared,
     dest: &Destination,
-    rec: &MessageRecord,
+    msg: Msg<'_>,
     job: &Job,
     outcome: Outcome,
     started: Instant,
@@ -396,7 +398,7 @@ fn apply(
                 .observe(elapsed);
             m.delivered.inc();
             let ev = with_via(Event::now(EventType::Delivered, None).with_reply(reply));
-            finish(shared, rec, job, ev);
+            finish(shared, msg, job, ev);
         }
         Outcome::Bounced(reply) => {
             m.attempt_duration
@@ -408,9 +410,9 @@ fn apply(
                     reason: "bounce".into(),
                     scope: "all".into(),
                     at_ms: now_ms(),
-                    message_id: Some(rec.id.clone()),
+                    message_id: Some(msg.0.id.clone()),
                 };
-                if let Err(e) = shared.spool.suppress(&rec.email, &s) {
+                if let Err(e) = shared.spool.suppress(&msg.0.email, &s) {
                     warn!(error = %e, "cannot record suppression");
                 }
             }
@@ -419,7 +421,7 @@ fn apply(
                 Some("permanent failure at delivery".to_string()),
             )
             .with_reply(reply);
-            finish(shared, rec, job, with_via(ev));
+            finish(shared, msg, job, with_via(ev));
         }
         Outcome::Deferred { reply, slowdown } => {
             m.attempt_duration
@@ -431,7 +433,7 @@ fn apply(
                     .slow_down(shared.cfg.delivery.slowdown_period.0);
                 reason = format!("temporary failure; destination {} slowed down", dest.domain);
             }
-            defer(shared, dest, rec, job, reply, reason);
+            defer(shared, dest, msg, job, reply, reason);
         }
     }
 }
@@ -439,11 +441,12 @@ fn apply(
 fn defer(
     shared: &Shared,
     dest: &Destination,
-    rec: &MessageRecord,
+    msg: Msg<'_>,
     job: &Job,
     reply: SmtpReply,
     reason: String,
 ) {
+    let rec = msg.0;
     let cfg = &shared.cfg.delivery;
     let delay = cfg.retry_delay(rec.attempts + 1);
     let jitter = cfg.retry_jitter;
@@ -464,7 +467,7 @@ fn defer(
             Some(format!("max_age reached; last failure: {reason}")),
         )
         .with_reply(reply);
-        finish(shared, rec, job, ev);
+        finish(shared, msg, job, ev);
         return;
     }
     shared
@@ -473,7 +476,7 @@ fn defer(
         .with_label_values(&[&dest.label])
         .inc();
     let ev = Event::now(EventType::Deferred, Some(reason)).with_reply(reply);
-    let updated = shared.spool.update_message(&rec.id, |r| {
+    let updated = update(shared, msg, |r| {
         r.due_ms = due;
         r.attempts += 1;
         r.record(ev.clone());
@@ -490,12 +493,27 @@ fn defer(
     }
 }
 
+/// A message as a connection read it, and the version it was read at.
+type Msg<'a> = (&'a MessageRecord, Option<&'a Version>);
+
+/// Changes a stored message, from the copy at hand when there is one.
+fn update(
+    shared: &Shared,
+    (rec, version): Msg<'_>,
+    change: impl FnMut(&mut MessageRecord),
+) -> crate::spool::Result<Option<MessageRecord>> {
+    match version {
+        Some(v) => shared.spool.update_message_at(rec, v, change),
+        None => shared.spool.update_message(&rec.id, change),
+    }
+}
+
 /// Records a final event and takes the message out of the due index.
-pub(crate) fn finish(shared: &Shared, rec: &MessageRecord, job: &Job, ev: Event) {
+pub(crate) fn finish(shared: &Shared, msg: Msg<'_>, job: &Job, ev: Event) {
     let delivered = ev.kind == EventType::Delivered;
     // An outcome that carries a reply (or a network error) ends an attempt.
     let attempted = ev.reply.is_some();
-    let updated = shared.spool.update_message(&rec.id, |r| {
+    let updated = update(shared, msg, |r| {
         if delivered {
             r.delivered_ms = Some(now_ms());
         }

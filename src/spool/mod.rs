@@ -62,6 +62,11 @@ pub enum SpoolError {
 /// Result of spool operations.
 pub type Result<T> = std::result::Result<T, SpoolError>;
 
+/// The stored form of a message when it was read (see
+/// [`Spool::update_message_at`]).
+#[derive(Debug, Clone)]
+pub struct Version(sled::IVec);
+
 /// A due-index entry: which message, when, in which lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueEntry {
@@ -254,9 +259,15 @@ impl Spool {
 
     /// A message by id.
     pub fn message(&self, id: &str) -> Result<Option<MessageRecord>> {
+        Ok(self.message_with_version(id)?.map(|(rec, _)| rec))
+    }
+
+    /// A message and the version it was read at, for
+    /// [`Spool::update_message_at`].
+    pub fn message_with_version(&self, id: &str) -> Result<Option<(MessageRecord, Version)>> {
         let k = mkey(id);
         match self.tree.get(&k)? {
-            Some(v) => Ok(Some(decode(&k, &v)?)),
+            Some(v) => Ok(Some((decode(&k, &v)?, Version(v)))),
             None => Ok(None),
         }
     }
@@ -341,6 +352,28 @@ impl Spool {
             });
         }
         Ok(updated)
+    }
+
+    /// Applies `change` to `rec`, read at `version`, and stores it if the
+    /// stored message is still that version; otherwise (it changed since)
+    /// falls back to [`Spool::update_message`]. Saves decoding the record
+    /// again when the caller holds it already.
+    pub fn update_message_at(
+        &self,
+        rec: &MessageRecord,
+        version: &Version,
+        mut change: impl FnMut(&mut MessageRecord),
+    ) -> Result<Option<MessageRecord>> {
+        let mut new = rec.clone();
+        change(&mut new);
+        let k = mkey(&rec.id);
+        match self
+            .tree
+            .compare_and_swap(&k, Some(&version.0), Some(encode(&new)))?
+        {
+            Ok(()) => Ok(Some(new)),
+            Err(_) => self.update_message(&rec.id, change),
+        }
     }
 
     /// Appends an event to a message's timeline.

@@ -192,3 +192,36 @@ async fn latest_message_for_a_recipient() {
     assert_eq!(s.latest_message_for("ann@example.test", 201).unwrap(), None);
     assert_eq!(s.latest_message_for("bob@example.test", 0).unwrap(), None);
 }
+
+#[tokio::test]
+async fn an_update_from_a_stale_copy_keeps_the_concurrent_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.accept(AcceptBatch {
+        batch: "b1".into(),
+        template: template(1),
+        messages: vec![record("m1", 100, Priority::Normal)],
+        idempotency: None,
+        unique: vec![],
+    })
+    .await
+    .unwrap();
+    let (rec, version) = s.message_with_version("m1").unwrap().unwrap();
+    // Unchanged since it was read: stored from the copy.
+    let rec = s
+        .update_message_at(&rec, &version, |r| r.attempts = 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.message("m1").unwrap().unwrap().attempts, 1);
+    // `version` is stale now: another writer's event must survive.
+    s.add_event("m1", Event::now(EventType::Opened, None))
+        .unwrap();
+    let updated = s
+        .update_message_at(&rec, &version, |r| r.attempts += 1)
+        .unwrap()
+        .unwrap();
+    let stored = s.message("m1").unwrap().unwrap();
+    assert_eq!(stored.attempts, 2);
+    assert!(stored.events.iter().any(|e| e.kind == EventType::Opened));
+    assert_eq!(updated.events.len(), stored.events.len());
+}
