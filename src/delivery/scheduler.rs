@@ -20,12 +20,19 @@ const SCAN_BATCH: usize = 2000;
 const TICK: Duration = Duration::from_millis(200);
 /// Time between full rescans.
 const RESCAN: Duration = Duration::from_secs(3);
+/// Shortest time between two updates of the queue gauges.
+const GAUGES_EVERY: Duration = Duration::from_secs(2);
+/// Counting the queue reads the whole due index: with a very long queue it
+/// is done less often, so that it never takes more than about 1/50 of the
+/// scheduler's time.
+const GAUGES_COST_FACTOR: u32 = 50;
 
 /// Runs until shutdown.
 pub async fn run(shared: Arc<Shared>) {
     let mut cursors: [Option<Vec<u8>>; 3] = Default::default();
     let mut last_rescan = Instant::now();
-    let mut gauges_at = Instant::now() - Duration::from_secs(60);
+    let mut gauges_at = Instant::now();
+    let mut gauges_every = Duration::ZERO;
     loop {
         if shared.stopping() {
             break;
@@ -41,9 +48,11 @@ pub async fn run(shared: Arc<Shared>) {
                 Err(e) => tracing::error!(error = %e, "scheduler cannot read the due index"),
             }
         }
-        if gauges_at.elapsed() >= Duration::from_secs(2) {
+        if gauges_at.elapsed() >= gauges_every {
+            let started = Instant::now();
             update_gauges(&shared);
             gauges_at = Instant::now();
+            gauges_every = GAUGES_EVERY.max(started.elapsed() * GAUGES_COST_FACTOR);
         }
         if !busy {
             tokio::select! {
