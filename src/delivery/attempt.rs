@@ -145,7 +145,6 @@ struct Prepared {
     version: Version,
     body: Vec<u8>,
     verp: String,
-    started: Instant,
     span: tracing::Span,
 }
 
@@ -202,6 +201,9 @@ async fn transactions(slot: &Slot, mut session: Session) -> Option<Session> {
         let then = ready
             .as_ref()
             .map(|p| (p.verp.as_str(), p.rec.email.as_str()));
+        // The attempt's duration: its SMTP transaction (whose envelope may
+        // have gone out behind the previous body).
+        let started = Instant::now();
         let sent = session
             .send(&cur.verp, &cur.rec.email, &cur.body, then)
             .instrument(cur.span.clone())
@@ -224,7 +226,7 @@ async fn transactions(slot: &Slot, mut session: Session) -> Option<Session> {
                 (&cur.rec, Some(&cur.version)),
                 &cur.job,
                 outcome,
-                cur.started,
+                started,
                 Some(via),
             );
         }
@@ -317,7 +319,6 @@ fn load(shared: &Shared, job: &Job) -> Option<(MessageRecord, Version)> {
 /// send: already done or moved (stale job), expired, or not composable;
 /// the last two are finished here. The job is released in all these cases.
 fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
-    let started = Instant::now();
     let Some((rec, version)) = load(shared, &job) else {
         shared.release(&job.id);
         return None;
@@ -351,7 +352,6 @@ fn prepare(shared: &Arc<Shared>, job: Job) -> Option<Prepared> {
         version,
         body,
         verp,
-        started,
         span,
     })
 }
