@@ -36,12 +36,11 @@ pub async fn run(
     let composer = Arc::new(Composer::new(&cfg.dkim)?);
     let signer = Arc::new(token_signer(&cfg)?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (sink, webhooks) = crate::webhooks::start(
-        &cfg.webhooks,
-        spool.clone(),
-        metrics.clone(),
-        stop_rx.clone(),
-    );
+    let crate::webhooks::Started {
+        sink,
+        route_retries,
+        webhooks,
+    } = crate::webhooks::start(&cfg, spool.clone(), metrics.clone(), stop_rx.clone());
     let events = match sink {
         Some(s) => EventBus::new().with_sink(s),
         None => EventBus::new(),
@@ -66,7 +65,7 @@ pub async fn run(
         signer: signer.clone(),
         started: Instant::now(),
     });
-    let inbound = crate::inbound::Inbound::new(app.clone())?;
+    let inbound = crate::inbound::Inbound::new(app.clone(), route_retries)?;
     let router = api::router(app.clone())
         .merge(crate::tracking::endpoints::router(app.clone()))
         .merge(crate::inbound::api::router(inbound.clone()));

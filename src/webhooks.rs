@@ -20,6 +20,12 @@
 //! A 3xx is a failure (a POST is not followed to
 //! another place), and an endpoint that answers slowly delays only its own
 //! queue, which grows in the spool meanwhile.
+//!
+//! The webhooks of inbound routes (`inbound.routes[].webhook`) use the same
+//! machinery: a query is posted at once, while its SMTP transaction waits;
+//! if that fails it is queued in the spool ([`RouteRetries`]) and retried
+//! like an event, with the same `X-Facteur-Event-Id`, so that a customer's
+//! message is not lost to an endpoint that is down for a while.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +35,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::{watch, Notify};
 
-use crate::config::{WebhookEndpoint, WebhooksConfig};
+use crate::config::{Config, WebhookEndpoint};
 use crate::events::{DurableSink, MessageEvent};
 use crate::metrics::Metrics;
-use crate::spool::{now_ms, Spool};
+use crate::spool::{now_ms, Spool, SpoolError};
 
 /// A queued delivery of one event to one endpoint.
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,6 +62,49 @@ impl Pending {
 
 fn queue_name(index: usize) -> String {
     format!("wh{index}")
+}
+
+/// The retry queue of route `index` (in `inbound.routes`; the default
+/// route comes last).
+fn route_queue_name(index: usize) -> String {
+    format!("rt{index}")
+}
+
+/// The webhooks of every inbound route, in route order, the default route
+/// last: `(url, secret)` where one is configured.
+fn route_webhooks(cfg: &Config) -> Vec<Option<(String, String)>> {
+    let i = &cfg.inbound;
+    i.routes
+        .iter()
+        .chain(std::iter::once(&i.default_route))
+        .map(|r| r.webhook.clone().map(|u| (u, r.webhook_secret.clone())))
+        .collect()
+}
+
+/// Inbound route webhook posts that failed, queued for retry.
+pub struct RouteRetries {
+    spool: Spool,
+    /// One per route; `None` where the route has no webhook.
+    wake: Vec<Option<Arc<Notify>>>,
+}
+
+impl RouteRetries {
+    /// Queues `body` for route `index`, first retried after `backoff(1)`.
+    pub fn queue(&self, index: usize, id: &str, body: serde_json::Value) -> Result<(), SpoolError> {
+        let Some(Some(wake)) = self.wake.get(index) else {
+            return Err(SpoolError::Closed);
+        };
+        let p = Pending {
+            id: id.to_string(),
+            body,
+            attempts: 1,
+            next_ms: now_ms() + backoff(1).as_millis() as u64,
+        };
+        let bytes = serde_json::to_vec(&p).unwrap_or_default();
+        self.spool.enqueue(&route_queue_name(index), &bytes)?;
+        wake.notify_one();
+        Ok(())
+    }
 }
 
 /// Writes events into the endpoints' queues.
@@ -114,52 +163,74 @@ pub struct Webhooks {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts one dispatcher per endpoint; returns the sink to plug into the
-/// event bus (None when no endpoint is configured).
+/// What [`start`] sets up.
+pub struct Started {
+    /// The sink to plug into the event bus (None when no endpoint is
+    /// configured).
+    pub sink: Option<Arc<WebhookSink>>,
+    /// Where inbound routing queues the posts that failed.
+    pub route_retries: Arc<RouteRetries>,
+    /// The dispatchers.
+    pub webhooks: Webhooks,
+}
+
+/// Starts one dispatcher per event endpoint and per inbound route webhook.
 pub fn start(
-    cfg: &WebhooksConfig,
+    cfg: &Config,
     spool: Spool,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
-) -> (Option<Arc<WebhookSink>>, Webhooks) {
-    if cfg.endpoints.is_empty() {
-        return (None, Webhooks { tasks: Vec::new() });
-    }
-    let wake: Vec<Arc<Notify>> = cfg
-        .endpoints
-        .iter()
-        .map(|_| Arc::new(Notify::new()))
-        .collect();
+) -> Started {
+    let wh = &cfg.webhooks;
     // A redirect is a failure: following it would turn the POST into a GET
     // to somewhere else.
     let client = reqwest::Client::builder()
-        .timeout(cfg.timeout.0)
+        .timeout(wh.timeout.0)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
-    let tasks = cfg
+    let mut tasks = Vec::new();
+    let mut spawn = |queue: String, url: String, secret: String| {
+        let wake = Arc::new(Notify::new());
+        let d = Dispatcher {
+            queue,
+            url,
+            secret,
+            spool: spool.clone(),
+            client: client.clone(),
+            metrics: metrics.clone(),
+            max_attempts: wh.max_attempts.max(1),
+            wake: wake.clone(),
+        };
+        tasks.push(tokio::spawn(d.run(stop.clone())));
+        wake
+    };
+    let wake: Vec<Arc<Notify>> = wh
         .endpoints
         .iter()
         .enumerate()
-        .map(|(i, e)| {
-            let d = Dispatcher {
-                index: i,
-                endpoint: e.clone(),
-                spool: spool.clone(),
-                client: client.clone(),
-                metrics: metrics.clone(),
-                max_attempts: cfg.max_attempts.max(1),
-                wake: wake[i].clone(),
-            };
-            tokio::spawn(d.run(stop.clone()))
-        })
+        .map(|(i, e)| spawn(queue_name(i), e.url.clone(), e.secret.clone()))
         .collect();
-    let sink = Arc::new(WebhookSink {
-        spool,
-        endpoints: cfg.endpoints.clone(),
-        wake,
+    let route_wake = route_webhooks(cfg)
+        .into_iter()
+        .enumerate()
+        .map(|(i, hook)| hook.map(|(url, secret)| spawn(route_queue_name(i), url, secret)))
+        .collect();
+    let sink = (!wh.endpoints.is_empty()).then(|| {
+        Arc::new(WebhookSink {
+            spool: spool.clone(),
+            endpoints: wh.endpoints.clone(),
+            wake,
+        })
     });
-    (Some(sink), Webhooks { tasks })
+    Started {
+        sink,
+        route_retries: Arc::new(RouteRetries {
+            spool,
+            wake: route_wake,
+        }),
+        webhooks: Webhooks { tasks },
+    }
 }
 
 impl Webhooks {
@@ -172,8 +243,11 @@ impl Webhooks {
 }
 
 struct Dispatcher {
-    index: usize,
-    endpoint: WebhookEndpoint,
+    /// The spool queue it posts.
+    queue: String,
+    url: String,
+    /// HMAC key of `X-Facteur-Signature`; no signature when empty.
+    secret: String,
     spool: Spool,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
@@ -191,12 +265,12 @@ fn backoff(attempts: u32) -> Duration {
 
 impl Dispatcher {
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let name = queue_name(self.index);
+        let name = &self.queue;
         loop {
             if *stop.borrow() {
                 return;
             }
-            let items = match self.spool.queue_items(&name, BATCH) {
+            let items = match self.spool.queue_items(name, BATCH) {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read webhook queue");
@@ -214,7 +288,7 @@ impl Dispatcher {
                     return;
                 }
                 let Ok(mut p) = serde_json::from_slice::<Pending>(&bytes) else {
-                    let _ = self.spool.queue_set(&name, seq, None);
+                    let _ = self.spool.queue_set(name, seq, None);
                     continue;
                 };
                 let now = now_ms();
@@ -228,17 +302,17 @@ impl Dispatcher {
                         .webhook_deliveries
                         .with_label_values(&["ok"])
                         .inc();
-                    let _ = self.spool.queue_set(&name, seq, None);
+                    let _ = self.spool.queue_set(name, seq, None);
                     continue;
                 }
                 p.attempts += 1;
                 if p.attempts >= self.max_attempts {
-                    tracing::warn!(id = p.message_id(), url = %self.endpoint.url, event = %p.id, "webhook event dropped after max attempts");
+                    tracing::warn!(id = p.message_id(), url = %self.url, event = %p.id, "webhook event dropped after max attempts");
                     self.metrics
                         .webhook_deliveries
                         .with_label_values(&["dropped"])
                         .inc();
-                    let _ = self.spool.queue_set(&name, seq, None);
+                    let _ = self.spool.queue_set(name, seq, None);
                     continue;
                 }
                 self.metrics
@@ -248,7 +322,7 @@ impl Dispatcher {
                 let delay = backoff(p.attempts);
                 p.next_ms = now_ms() + delay.as_millis() as u64;
                 let _ = self.spool.queue_set(
-                    &name,
+                    name,
                     seq,
                     Some(&serde_json::to_vec(&p).unwrap_or_default()),
                 );
@@ -269,19 +343,16 @@ impl Dispatcher {
     async fn post(&self, p: &Pending) -> bool {
         let body = serde_json::to_vec(&p.body).unwrap_or_default();
         let ts = now_ms() / 1000;
-        let r = self
+        let mut req = self
             .client
-            .post(&self.endpoint.url)
+            .post(&self.url)
             .header("Content-Type", "application/json")
             .header("User-Agent", concat!("facteur/", env!("CARGO_PKG_VERSION")))
-            .header("X-Facteur-Event-Id", &p.id)
-            .header(
-                "X-Facteur-Signature",
-                sign(&self.endpoint.secret, ts, &body),
-            )
-            .body(body)
-            .send()
-            .await;
+            .header("X-Facteur-Event-Id", &p.id);
+        if !self.secret.is_empty() {
+            req = req.header("X-Facteur-Signature", sign(&self.secret, ts, &body));
+        }
+        let r = req.body(body).send().await;
         match r {
             Ok(resp) if resp.status().is_success() => {
                 // Read the body so that the connection goes back to the pool.
@@ -289,11 +360,11 @@ impl Dispatcher {
                 true
             }
             Ok(resp) => {
-                tracing::debug!(id = p.message_id(), url = %self.endpoint.url, event = %p.id, status = %resp.status(), "webhook refused");
+                tracing::debug!(id = p.message_id(), url = %self.url, event = %p.id, status = %resp.status(), "webhook refused");
                 false
             }
             Err(e) => {
-                tracing::debug!(id = p.message_id(), url = %self.endpoint.url, event = %p.id, error = %e, "webhook failed");
+                tracing::debug!(id = p.message_id(), url = %self.url, event = %p.id, error = %e, "webhook failed");
                 false
             }
         }

@@ -44,6 +44,8 @@ pub struct Inbound {
     routes: routing::Routes,
     /// Posts queries to route webhooks.
     http: reqwest::Client,
+    /// Where a route webhook post that failed is queued for retry.
+    route_retries: Arc<crate::webhooks::RouteRetries>,
     /// Serialises acknowledgement decisions, so that the per-sender period
     /// check and its marker cannot interleave. A tokio mutex: it is held
     /// while the acknowledgement is queued (an await).
@@ -63,7 +65,10 @@ pub enum Acceptance {
 
 impl Inbound {
     /// Compiles the routing rules and builds the webhook client.
-    pub fn new(app: App) -> anyhow::Result<Arc<Inbound>> {
+    pub fn new(
+        app: App,
+        route_retries: Arc<crate::webhooks::RouteRetries>,
+    ) -> anyhow::Result<Arc<Inbound>> {
         let routes = routing::Routes::compile(&app.cfg.inbound)
             .map_err(|e| anyhow::anyhow!("inbound.routes: {e}"))?;
         let http = reqwest::Client::builder()
@@ -74,6 +79,7 @@ impl Inbound {
             app,
             routes,
             http,
+            route_retries,
             ack_lock: tokio::sync::Mutex::new(()),
         }))
     }

@@ -10,7 +10,6 @@
 //! so or when the sender was answered within `inbound.ack_period`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
@@ -26,13 +25,14 @@ use crate::spool::{now_ms, Priority};
 
 /// Most bytes of body the rules look at.
 const MAX_RULE_TEXT: usize = 64 * 1024;
-/// Webhook attempts before the post is reported as failed.
-const WEBHOOK_ATTEMPTS: u32 = 3;
 
 /// A route with its patterns compiled.
 pub struct Route {
     /// The configuration it came from.
     pub cfg: RouteConfig,
+    /// Its place in `inbound.routes`, the default route last (names its
+    /// webhook retry queue).
+    pub index: usize,
     recipient: Option<Regex>,
     sender: Option<Regex>,
     subject: Option<Regex>,
@@ -53,9 +53,10 @@ impl Routes {
             rules: cfg
                 .routes
                 .iter()
-                .map(Route::compile)
+                .enumerate()
+                .map(|(i, r)| Route::compile(r, i))
                 .collect::<Result<_, _>>()?,
-            default: Route::compile(&cfg.default_route)?,
+            default: Route::compile(&cfg.default_route, cfg.routes.len())?,
         })
     }
 
@@ -69,7 +70,7 @@ impl Routes {
 }
 
 impl Route {
-    fn compile(cfg: &RouteConfig) -> Result<Route, regex::Error> {
+    fn compile(cfg: &RouteConfig, index: usize) -> Result<Route, regex::Error> {
         let re = |p: &Option<String>| p.as_deref().map(Regex::new).transpose();
         let keywords = if cfg.keywords.is_empty() {
             None
@@ -87,6 +88,7 @@ impl Route {
         };
         Ok(Route {
             cfg: cfg.clone(),
+            index,
             recipient: re(&cfg.recipient)?,
             sender: re(&cfg.sender)?,
             subject: re(&cfg.subject)?,
@@ -205,35 +207,35 @@ async fn post_webhook(
         "recipients": q.recipients,
         "message": q.message,
     });
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    let mut last = String::new();
-    for attempt in 0..WEBHOOK_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+    // The same id on the first post and on any retry, for deduplication.
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut req = inbound
+        .http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("User-Agent", concat!("facteur/", env!("CARGO_PKG_VERSION")))
+        .header("X-Facteur-Event-Id", &id);
+    if !route.cfg.webhook_secret.is_empty() {
+        let sig = crate::webhooks::sign(&route.cfg.webhook_secret, now_ms() / 1000, &bytes);
+        req = req.header("X-Facteur-Signature", sig);
+    }
+    let failure = match req.body(bytes).send().await {
+        Ok(r) if r.status().is_success() => return "webhook posted".into(),
+        Ok(r) => format!("status {}", r.status().as_u16()),
+        Err(e) if e.is_timeout() => "timeout".into(),
+        Err(_) => "connection failed".into(),
+    };
+    match inbound.route_retries.queue(route.index, &id, body) {
+        Ok(()) => {
+            tracing::warn!(route = route.name(), url, error = %failure, "inbound webhook failed; queued for retry");
+            format!("webhook failed ({failure}); queued for retry")
         }
-        let mut req = inbound
-            .http
-            .post(url)
-            .header("Content-Type", "application/json")
-            .header("User-Agent", concat!("facteur/", env!("CARGO_PKG_VERSION")));
-        if !route.cfg.webhook_secret.is_empty() {
-            let sig = crate::webhooks::sign(&route.cfg.webhook_secret, now_ms() / 1000, &body);
-            req = req.header("X-Facteur-Signature", sig);
-        }
-        match req.body(body.clone()).send().await {
-            Ok(r) if r.status().is_success() => return "webhook posted".into(),
-            Ok(r) => last = format!("status {}", r.status().as_u16()),
-            Err(e) => {
-                last = if e.is_timeout() {
-                    "timeout".into()
-                } else {
-                    "connection failed".into()
-                }
-            }
+        Err(e) => {
+            tracing::error!(route = route.name(), url, error = %failure, queue_error = %e, "inbound webhook failed and cannot be queued");
+            format!("webhook failed: {failure}")
         }
     }
-    tracing::warn!(route = route.name(), url, error = %last, "inbound webhook failed");
-    format!("webhook failed: {last}")
 }
 
 async fn forward(inbound: &Inbound, route: &Route, to: &str, m: &Parsed) -> String {

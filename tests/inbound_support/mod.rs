@@ -8,10 +8,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -96,20 +98,39 @@ pub fn fixture(name: &str, vars: &[(&str, &str)]) -> Vec<u8> {
         .into_bytes()
 }
 
-/// An HTTP endpoint on loopback that records every JSON body POSTed to it.
+/// An HTTP endpoint on loopback that records every JSON body POSTed to it
+/// (with its `X-Facteur-Event-Id`), and can refuse the first few.
 pub struct WebhookReceiver {
     addr: SocketAddr,
-    posts: Arc<Mutex<Vec<Value>>>,
+    state: Arc<Hooked>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Hooked {
+    /// Bodies accepted (2xx).
+    posts: Mutex<Vec<Value>>,
+    /// The event id of every request, refused ones included.
+    ids: Mutex<Vec<String>>,
+    /// Requests still to refuse with a 503.
+    refuse: AtomicUsize,
 }
 
 impl WebhookReceiver {
     /// Starts on 127.0.0.1, any free port.
     pub async fn start() -> WebhookReceiver {
-        let posts = Arc::new(Mutex::new(Vec::new()));
+        WebhookReceiver::refusing(0).await
+    }
+
+    /// Starts, answering the first `n` requests `503 Service Unavailable`.
+    pub async fn refusing(n: usize) -> WebhookReceiver {
+        let state = Arc::new(Hooked {
+            refuse: AtomicUsize::new(n),
+            ..Hooked::default()
+        });
         let app = Router::new()
             .route("/hook", post(record))
-            .with_state(posts.clone());
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the webhook receiver");
@@ -117,7 +138,7 @@ impl WebhookReceiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        WebhookReceiver { addr, posts, task }
+        WebhookReceiver { addr, state, task }
     }
 
     /// The URL to configure.
@@ -125,9 +146,14 @@ impl WebhookReceiver {
         format!("http://{}/hook", self.addr)
     }
 
-    /// Everything posted so far.
+    /// Everything accepted so far.
     pub fn posts(&self) -> Vec<Value> {
-        self.posts.lock().unwrap().clone()
+        self.state.posts.lock().unwrap().clone()
+    }
+
+    /// The `X-Facteur-Event-Id` of every request so far, refused ones too.
+    pub fn event_ids(&self) -> Vec<String> {
+        self.state.ids.lock().unwrap().clone()
     }
 }
 
@@ -138,11 +164,24 @@ impl Drop for WebhookReceiver {
 }
 
 async fn record(
-    State(posts): State<Arc<Mutex<Vec<Value>>>>,
+    State(state): State<Arc<Hooked>>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
-) -> Json<Value> {
-    posts.lock().unwrap().push(body);
-    Json(json!({"ok": true}))
+) -> (StatusCode, Json<Value>) {
+    let id = headers
+        .get("x-facteur-event-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    state.ids.lock().unwrap().push(id.to_string());
+    let refused = state
+        .refuse
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if refused {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ok": false})));
+    }
+    state.posts.lock().unwrap().push(body);
+    (StatusCode::OK, Json(json!({"ok": true})))
 }
 
 /// The value of a metric series (`name{k="v",...}`), 0 when absent.
