@@ -148,6 +148,9 @@ impl Config {
             }
         }
         self.inbound.validate(errors);
+        if self.webhooks.max_queue == 0 {
+            errors.push("webhooks.max_queue", "must be at least 1");
+        }
         for (i, hook) in self.webhooks.endpoints.iter().enumerate() {
             if url_base(&hook.url).is_none() {
                 errors.push(

@@ -19,7 +19,10 @@
 //! the last ~50 ms, sled's flush interval, unless `tracking.flush_events`).
 //! A 3xx is a failure (a POST is not followed to
 //! another place), and an endpoint that answers slowly delays only its own
-//! queue, which grows in the spool meanwhile.
+//! queue, which grows in the spool meanwhile, up to `webhooks.max_queue`
+//! requests: beyond that new ones are dropped (counted as `dropped` in
+//! `facteur_webhook_deliveries_total`, and logged), so that an endpoint
+//! down for days cannot fill the disk.
 //!
 //! The webhooks of inbound routes (`inbound.routes[].webhook`) use the same
 //! machinery: a query is posted at once, while its SMTP transaction waits;
@@ -33,6 +36,7 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, WebhookEndpoint};
@@ -64,6 +68,62 @@ fn queue_name(index: usize) -> String {
     format!("wh{index}")
 }
 
+/// One durable queue in the spool, with its length kept in memory so that
+/// it can be bounded without counting it.
+struct Queue {
+    name: String,
+    len: AtomicUsize,
+    max: usize,
+    /// Set while new items are being dropped (logged once per episode).
+    full: AtomicBool,
+    /// Wakes its dispatcher; `notify_one` keeps a permit when the
+    /// dispatcher is busy posting, so an item queued meanwhile is not left
+    /// waiting.
+    wake: Notify,
+}
+
+impl Queue {
+    fn open(name: String, spool: &Spool, max: usize) -> Arc<Queue> {
+        let len = spool.queue_len(&name);
+        Arc::new(Queue {
+            name,
+            len: AtomicUsize::new(len),
+            max,
+            full: AtomicBool::new(false),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Appends `p` unless the queue is full (then counts and logs a drop).
+    fn push(&self, spool: &Spool, metrics: &Metrics, p: &Pending) -> Result<(), SpoolError> {
+        if self.len.load(Ordering::Relaxed) >= self.max {
+            metrics
+                .webhook_deliveries
+                .with_label_values(&["dropped"])
+                .inc();
+            if !self.full.swap(true, Ordering::Relaxed) {
+                tracing::error!(queue = %self.name, max = self.max, "webhook queue full: new requests are dropped until it drains");
+            }
+            return Err(SpoolError::Full);
+        }
+        let bytes = serde_json::to_vec(p).unwrap_or_default();
+        spool.enqueue(&self.name, &bytes)?;
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.full.store(false, Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Removes item `seq` (answered, or given up).
+    fn remove(&self, spool: &Spool, seq: u64) {
+        if spool.queue_set(&self.name, seq, None).is_ok() {
+            let _ = self
+                .len
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
 /// The retry queue of route `index` (in `inbound.routes`; the default
 /// route comes last).
 fn route_queue_name(index: usize) -> String {
@@ -84,14 +144,15 @@ fn route_webhooks(cfg: &Config) -> Vec<Option<(String, String)>> {
 /// Inbound route webhook posts that failed, queued for retry.
 pub struct RouteRetries {
     spool: Spool,
+    metrics: Arc<Metrics>,
     /// One per route; `None` where the route has no webhook.
-    wake: Vec<Option<Arc<Notify>>>,
+    queues: Vec<Option<Arc<Queue>>>,
 }
 
 impl RouteRetries {
     /// Queues `body` for route `index`, first retried after `backoff(1)`.
     pub fn queue(&self, index: usize, id: &str, body: serde_json::Value) -> Result<(), SpoolError> {
-        let Some(Some(wake)) = self.wake.get(index) else {
+        let Some(Some(q)) = self.queues.get(index) else {
             return Err(SpoolError::Closed);
         };
         let p = Pending {
@@ -100,20 +161,16 @@ impl RouteRetries {
             attempts: 1,
             next_ms: now_ms() + backoff(1).as_millis() as u64,
         };
-        let bytes = serde_json::to_vec(&p).unwrap_or_default();
-        self.spool.enqueue(&route_queue_name(index), &bytes)?;
-        wake.notify_one();
-        Ok(())
+        q.push(&self.spool, &self.metrics, &p)
     }
 }
 
 /// Writes events into the endpoints' queues.
 pub struct WebhookSink {
     spool: Spool,
-    endpoints: Vec<WebhookEndpoint>,
-    /// One per endpoint: `notify_one` keeps a permit when the dispatcher is
-    /// busy posting, so an event queued meanwhile is not left waiting.
-    wake: Vec<Arc<Notify>>,
+    metrics: Arc<Metrics>,
+    /// Each endpoint and its queue.
+    endpoints: Vec<(WebhookEndpoint, Arc<Queue>)>,
 }
 
 impl DurableSink for WebhookSink {
@@ -124,7 +181,7 @@ impl DurableSink for WebhookSink {
         if let Some(o) = body.as_object_mut() {
             o.insert("event_id".into(), id.clone().into());
         }
-        for (i, e) in self.endpoints.iter().enumerate() {
+        for (e, q) in &self.endpoints {
             if !e.events.is_empty() && !e.events.iter().any(|w| w == kind) {
                 continue;
             }
@@ -134,11 +191,10 @@ impl DurableSink for WebhookSink {
                 attempts: 0,
                 next_ms: 0,
             };
-            let bytes = serde_json::to_vec(&p).unwrap_or_default();
-            if let Err(err) = self.spool.enqueue(&queue_name(i), &bytes) {
-                tracing::error!(error = %err, "cannot queue webhook event");
+            match q.push(&self.spool, &self.metrics, &p) {
+                Ok(()) | Err(SpoolError::Full) => {}
+                Err(err) => tracing::error!(error = %err, "cannot queue webhook event"),
             }
-            self.wake[i].notify_one();
         }
     }
 }
@@ -190,44 +246,47 @@ pub fn start(
         .build()
         .unwrap_or_default();
     let mut tasks = Vec::new();
-    let mut spawn = |queue: String, url: String, secret: String| {
-        let wake = Arc::new(Notify::new());
+    let mut spawn = |name: String, url: String, secret: String| {
+        let queue = Queue::open(name, &spool, wh.max_queue.max(1));
         let d = Dispatcher {
-            queue,
+            queue: queue.clone(),
             url,
             secret,
             spool: spool.clone(),
             client: client.clone(),
             metrics: metrics.clone(),
             max_attempts: wh.max_attempts.max(1),
-            wake: wake.clone(),
         };
         tasks.push(tokio::spawn(d.run(stop.clone())));
-        wake
+        queue
     };
-    let wake: Vec<Arc<Notify>> = wh
+    let endpoints: Vec<(WebhookEndpoint, Arc<Queue>)> = wh
         .endpoints
         .iter()
         .enumerate()
-        .map(|(i, e)| spawn(queue_name(i), e.url.clone(), e.secret.clone()))
+        .map(|(i, e)| {
+            let q = spawn(queue_name(i), e.url.clone(), e.secret.clone());
+            (e.clone(), q)
+        })
         .collect();
-    let route_wake = route_webhooks(cfg)
+    let route_queues = route_webhooks(cfg)
         .into_iter()
         .enumerate()
         .map(|(i, hook)| hook.map(|(url, secret)| spawn(route_queue_name(i), url, secret)))
         .collect();
-    let sink = (!wh.endpoints.is_empty()).then(|| {
+    let sink = (!endpoints.is_empty()).then(|| {
         Arc::new(WebhookSink {
             spool: spool.clone(),
-            endpoints: wh.endpoints.clone(),
-            wake,
+            metrics: metrics.clone(),
+            endpoints,
         })
     });
     Started {
         sink,
         route_retries: Arc::new(RouteRetries {
             spool,
-            wake: route_wake,
+            metrics,
+            queues: route_queues,
         }),
         webhooks: Webhooks { tasks },
     }
@@ -244,7 +303,7 @@ impl Webhooks {
 
 struct Dispatcher {
     /// The spool queue it posts.
-    queue: String,
+    queue: Arc<Queue>,
     url: String,
     /// HMAC key of `X-Facteur-Signature`; no signature when empty.
     secret: String,
@@ -252,7 +311,6 @@ struct Dispatcher {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     max_attempts: u32,
-    wake: Arc<Notify>,
 }
 
 /// Queue items read at a time.
@@ -265,7 +323,7 @@ fn backoff(attempts: u32) -> Duration {
 
 impl Dispatcher {
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let name = &self.queue;
+        let name = &self.queue.name;
         loop {
             if *stop.borrow() {
                 return;
@@ -288,7 +346,7 @@ impl Dispatcher {
                     return;
                 }
                 let Ok(mut p) = serde_json::from_slice::<Pending>(&bytes) else {
-                    let _ = self.spool.queue_set(name, seq, None);
+                    self.queue.remove(&self.spool, seq);
                     continue;
                 };
                 let now = now_ms();
@@ -302,7 +360,7 @@ impl Dispatcher {
                         .webhook_deliveries
                         .with_label_values(&["ok"])
                         .inc();
-                    let _ = self.spool.queue_set(name, seq, None);
+                    self.queue.remove(&self.spool, seq);
                     continue;
                 }
                 p.attempts += 1;
@@ -312,7 +370,7 @@ impl Dispatcher {
                         .webhook_deliveries
                         .with_label_values(&["dropped"])
                         .inc();
-                    let _ = self.spool.queue_set(name, seq, None);
+                    self.queue.remove(&self.spool, seq);
                     continue;
                 }
                 self.metrics
@@ -334,7 +392,7 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = self.wake.notified() => {}
+                _ = self.queue.wake.notified() => {}
                 _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
             }
         }
@@ -374,6 +432,45 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_new_items_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new(10, 10));
+        let spool = Spool::open(dir.path(), 16, metrics.clone()).unwrap();
+        let p = Pending {
+            id: "e1".into(),
+            body: serde_json::json!({"type": "delivered"}),
+            attempts: 0,
+            next_ms: 0,
+        };
+        let q = Queue::open("wh0".into(), &spool, 3);
+        for _ in 0..3 {
+            q.push(&spool, &metrics, &p).unwrap();
+        }
+        assert!(matches!(
+            q.push(&spool, &metrics, &p),
+            Err(SpoolError::Full)
+        ));
+        assert!(matches!(
+            q.push(&spool, &metrics, &p),
+            Err(SpoolError::Full)
+        ));
+        let dropped = metrics
+            .webhook_deliveries
+            .with_label_values(&["dropped"])
+            .get();
+        assert_eq!(dropped, 2);
+        assert_eq!(spool.queue_len("wh0"), 3);
+        // Reopened (a restart), the length is read back from the spool.
+        let again = Queue::open("wh0".into(), &spool, 3);
+        assert_eq!(again.len.load(Ordering::Relaxed), 3);
+        // One answered: room for one more.
+        let (seq, _) = spool.queue_items("wh0", 1).unwrap()[0];
+        q.remove(&spool, seq);
+        q.push(&spool, &metrics, &p).unwrap();
+        assert_eq!(spool.queue_len("wh0"), 3);
+    }
 
     #[test]
     fn signature_is_hmac_of_timestamp_and_body() {

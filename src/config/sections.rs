@@ -498,6 +498,8 @@ pub struct WebhooksConfig {
     pub timeout: HumanDuration,
     /// Attempts before an event is dropped for an endpoint.
     pub max_attempts: u32,
+    /// Requests waiting per queue; new ones beyond it are dropped.
+    pub max_queue: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -506,6 +508,7 @@ impl Default for WebhooksConfig {
             endpoints: Vec::new(),
             timeout: d("10s"),
             max_attempts: 12,
+            max_queue: 1_000_000,
         }
     }
 }

@@ -57,6 +57,9 @@ pub enum SpoolError {
     /// The flusher is gone (shutting down).
     #[error("spool is closed")]
     Closed,
+    /// A bounded queue is full.
+    #[error("queue is full")]
+    Full,
 }
 
 /// Result of spool operations.
@@ -647,6 +650,14 @@ impl Spool {
         k.extend_from_slice(&seq.to_be_bytes());
         self.tree.insert(k, value)?;
         Ok(seq)
+    }
+
+    /// The number of items in a durable queue (reads them all).
+    pub fn queue_len(&self, name: &str) -> usize {
+        self.tree
+            .scan_prefix(format!("q/{name}/").into_bytes())
+            .keys()
+            .count()
     }
 
     /// Up to `limit` items of a durable queue, oldest first.
