@@ -97,10 +97,8 @@ async fn accepted_batch_survives_reopen_and_is_due() {
     assert!(s.template("b1").unwrap().is_some());
 }
 
-#[tokio::test]
-async fn reschedule_finish_and_compact() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path()).await;
+/// Accepts batch `b1` of one message, `m1`, due at 100.
+async fn accept_one(s: &Spool) {
     s.accept(AcceptBatch {
         batch: "b1".into(),
         template: template(1),
@@ -110,6 +108,13 @@ async fn reschedule_finish_and_compact() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn reschedule_finish_and_compact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    accept_one(&s).await;
     let rec = s
         .update_message("m1", |r| {
             r.due_ms = 500;
@@ -197,15 +202,7 @@ async fn latest_message_for_a_recipient() {
 async fn an_update_from_a_stale_copy_keeps_the_concurrent_change() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path()).await;
-    s.accept(AcceptBatch {
-        batch: "b1".into(),
-        template: template(1),
-        messages: vec![record("m1", 100, Priority::Normal)],
-        idempotency: None,
-        unique: vec![],
-    })
-    .await
-    .unwrap();
+    accept_one(&s).await;
     let (rec, version) = s.message_with_version("m1").unwrap().unwrap();
     // Unchanged since it was read: stored from the copy.
     let rec = s
