@@ -15,7 +15,7 @@ mod inbound_support;
 use common::{lo, Facteur, Sink};
 use inbound_support::{
     config, fixture, have_swaks, listener, metric, post_inbound, send_one, status_of_new_message,
-    swaks, BOUNCE_DOMAIN,
+    swaks, swaks_with, BOUNCE_DOMAIN,
 };
 use serde_json::Value;
 
@@ -224,6 +224,23 @@ async fn the_listener_is_not_a_relay_and_has_limits() {
     let s = swaks(smtp, "a@example.org", &format!("x@{BOUNCE_DOMAIN}"), &hello);
     assert!(s.ok, "{}", s.transcript);
     assert!(s.data_reply().contains("not routed"), "{}", s.transcript);
+
+    // Pipelined (RFC 2920): the envelope in one group, a refused recipient
+    // beside an accepted one.
+    let to = format!("someone@elsewhere.test,y@{BOUNCE_DOMAIN}");
+    let s = swaks_with(smtp, "a@example.org", &to, &hello, &["--pipeline"]);
+    assert!(s.ok, "{}", s.transcript);
+    assert!(s.transcript.contains("250-PIPELINING"), "{}", s.transcript);
+    assert!(
+        s.transcript.contains("550 5.7.1 relaying denied"),
+        "{}",
+        s.transcript
+    );
+    assert!(s.data_reply().contains("not routed"), "{}", s.transcript);
+    // Both RCPT commands went out before the first one was answered.
+    let last_rcpt = s.transcript.rfind("-> RCPT TO").expect("RCPT");
+    let refusal = s.transcript.find("relaying denied").expect("refusal");
+    assert!(last_rcpt < refusal, "not pipelined: {}", s.transcript);
     assert_eq!(sink.messages().len(), 0, "nothing was relayed or answered");
 
     // REST: clear 4xx for what is not a message; garbage is human mail.

@@ -7,7 +7,9 @@
 //! [`pipeline`](super::pipeline) before the end of DATA is answered, and the
 //! answer says what was done (`250 2.0.0 bounce recorded for message X`).
 //!
-//! The protocol is written by hand: EHLO/HELO, MAIL (with `SIZE=`), RCPT,
+//! The protocol is written by hand: EHLO/HELO, PIPELINING (commands are
+//! read from one buffer, so a pipelined group loses nothing), MAIL (with
+//! `SIZE=`), RCPT,
 //! DATA with dot-unstuffing and `inbound.max_message_bytes` (552 beyond),
 //! RSET, NOOP, QUIT, VRFY, HELP. One task per connection; a semaphore caps
 //! connections at `inbound.max_connections`; a watch channel stops the
@@ -303,7 +305,7 @@ impl Connection {
         let me = &self.inbound.app.cfg.delivery.helo_name;
         let text = if verb == "EHLO" {
             let max = self.inbound.app.cfg.inbound.max_message_bytes;
-            format!("250-{me} hello {arg}\n250-8BITMIME\n250-ENHANCEDSTATUSCODES\n250 SIZE {max}")
+            format!("250-{me} hello {arg}\n250-PIPELINING\n250-8BITMIME\n250-ENHANCEDSTATUSCODES\n250 SIZE {max}")
         } else {
             format!("250 {me} hello {arg}")
         };

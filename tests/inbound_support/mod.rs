@@ -60,6 +60,11 @@ impl Swaks {
 /// Runs swaks against `server`: envelope `from` (`<>` for the null
 /// sender) and `to`, with `data` as the message.
 pub fn swaks(server: SocketAddr, from: &str, to: &str, data: &[u8]) -> Swaks {
+    swaks_with(server, from, to, data, &[])
+}
+
+/// [`swaks`] with more options (`--pipeline`, ...).
+pub fn swaks_with(server: SocketAddr, from: &str, to: &str, data: &[u8], extra: &[&str]) -> Swaks {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), data).expect("write message");
     let out = Command::new("swaks")
@@ -67,6 +72,7 @@ pub fn swaks(server: SocketAddr, from: &str, to: &str, data: &[u8]) -> Swaks {
         .args(["--helo", "client.test"])
         .args(["--from", from, "--to", to])
         .args(["--timeout", "30"])
+        .args(extra)
         .arg("--data")
         .arg(format!("@{}", file.path().display()))
         .output()
