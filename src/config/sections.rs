@@ -313,6 +313,10 @@ pub struct InboundConfig {
     pub max_message_bytes: usize,
     /// SMTP connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Certificate chain (PEM) offered with STARTTLS; empty: no STARTTLS.
+    pub tls_cert_file: PathBuf,
+    /// Private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
     /// A bounce that names only its recipient is attributed to the latest
     /// message sent to that address within this period.
     pub attribution_window: HumanDuration,
@@ -333,6 +337,8 @@ impl Default for InboundConfig {
             reply_addresses: Vec::new(),
             max_message_bytes: 10 * 1024 * 1024,
             max_connections: 100,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
             attribution_window: d("30d"),
             ack_period: d("1d"),
             ack_from: String::new(),
@@ -378,6 +384,21 @@ impl InboundConfig {
         }
         if self.max_connections == 0 {
             errors.push("inbound.max_connections", "must be at least 1");
+        }
+        let (cert, key) = (&self.tls_cert_file, &self.tls_key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            errors.push(
+                "inbound.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            );
+        }
+        for (name, path) in [
+            ("inbound.tls_cert_file", cert),
+            ("inbound.tls_key_file", key),
+        ] {
+            if !path.as_os_str().is_empty() && !path.is_file() {
+                errors.push(name, format!("{} is not a readable file", path.display()));
+            }
         }
         for (i, a) in self.reply_addresses.iter().enumerate() {
             let checked = match a.strip_prefix('@') {

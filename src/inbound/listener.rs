@@ -8,8 +8,10 @@
 //! answer says what was done (`250 2.0.0 bounce recorded for message X`).
 //!
 //! The protocol is written by hand: EHLO/HELO, PIPELINING (commands are
-//! read from one buffer, so a pipelined group loses nothing), MAIL (with
-//! `SIZE=`), RCPT,
+//! read from one buffer, so a pipelined group loses nothing), STARTTLS (RFC
+//! 3207, with rustls, when `inbound.tls_cert_file` and `tls_key_file` are
+//! set; commands pipelined behind it are refused, not carried into the TLS
+//! session), MAIL (with `SIZE=`), RCPT,
 //! DATA with dot-unstuffing and `inbound.max_message_bytes` (552 beyond),
 //! RSET, NOOP, QUIT, VRFY, HELP. One task per connection; a semaphore caps
 //! connections at `inbound.max_connections`; a watch channel stops the
@@ -21,10 +23,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf,
+    WriteHalf,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
 use super::pipeline::{self, Envelope, Via};
@@ -40,6 +45,38 @@ const MAX_ERRORS: u32 = 10;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Size of each read of message data.
 const DATA_CHUNK: u64 = 64 * 1024;
+
+/// Any stream a connection runs over: TCP, then TLS after STARTTLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+type Reader = BufReader<ReadHalf<Stream>>;
+type Writer = WriteHalf<Stream>;
+
+/// The TLS acceptor of `inbound.tls_cert_file` and `tls_key_file`, when set.
+pub fn tls_acceptor(cfg: &crate::config::InboundConfig) -> anyhow::Result<Option<TlsAcceptor>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if cfg.tls_cert_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let (cert, key) = (&cfg.tls_cert_file, &cfg.tls_key_file);
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("inbound.tls_cert_file {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("inbound.tls_cert_file {}: no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("inbound.tls_key_file {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+    .map_err(|e| anyhow::anyhow!("inbound.tls_cert_file: {e}"))?;
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
 
 /// The running listener.
 pub struct Listener {
@@ -61,8 +98,9 @@ impl Listener {
             .await
             .map_err(|e| anyhow::anyhow!("inbound.listen {listen}: {e}"))?;
         let addr = socket.local_addr()?;
-        info!(listen = %addr, "inbound SMTP listener is serving");
-        let task = tokio::spawn(serve(socket, inbound, stop));
+        let tls = tls_acceptor(&inbound.app.cfg.inbound)?.map(Arc::new);
+        info!(listen = %addr, starttls = tls.is_some(), "inbound SMTP listener is serving");
+        let task = tokio::spawn(serve(socket, inbound, tls, stop));
         Ok(Some(Listener { addr, task }))
     }
 
@@ -81,7 +119,12 @@ impl Listener {
 }
 
 /// The accept loop: one task per connection, at most `max_connections`.
-async fn serve(socket: TcpListener, inbound: Arc<Inbound>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    socket: TcpListener,
+    inbound: Arc<Inbound>,
+    tls: Option<Arc<TlsAcceptor>>,
+    mut stop: watch::Receiver<bool>,
+) {
     let limit = Arc::new(Semaphore::new(inbound.app.cfg.inbound.max_connections));
     // Every connection holds a sender; when all are dropped, `recv` ends.
     let (alive, mut all_done) = mpsc::channel::<()>(1);
@@ -104,7 +147,7 @@ async fn serve(socket: TcpListener, inbound: Arc<Inbound>, mut stop: watch::Rece
                 }
             },
         };
-        let conn = Connection::new(inbound.clone(), stream, peer, stop.clone());
+        let conn = Connection::new(inbound.clone(), stream, peer, tls.clone(), stop.clone());
         let alive = alive.clone();
         let span = tracing::info_span!("inbound_smtp", peer = %peer);
         tokio::spawn(
@@ -126,6 +169,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// A stream split into a buffered reader and a writer.
+fn halves(stream: Stream) -> (Reader, Writer) {
+    let (r, w) = tokio::io::split(stream);
+    (BufReader::new(r), w)
+}
+
 /// Why a connection ends.
 enum Closed {
     /// The client quit or hung up.
@@ -137,9 +186,13 @@ enum Closed {
 /// One SMTP connection.
 struct Connection {
     inbound: Arc<Inbound>,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     peer: SocketAddr,
+    /// Offered with STARTTLS while the session is not secured yet.
+    tls: Option<Arc<TlsAcceptor>>,
+    /// STARTTLS succeeded.
+    secured: bool,
     stop: watch::Receiver<bool>,
     /// The name the client gave in HELO/EHLO.
     helo: Option<String>,
@@ -154,15 +207,18 @@ impl Connection {
         inbound: Arc<Inbound>,
         stream: TcpStream,
         peer: SocketAddr,
+        tls: Option<Arc<TlsAcceptor>>,
         stop: watch::Receiver<bool>,
     ) -> Connection {
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (reader, writer) = halves(Box::new(stream));
         Connection {
             inbound,
-            reader: BufReader::new(r),
-            writer: w,
+            reader,
+            writer,
             peer,
+            tls,
+            secured: false,
             stop,
             helo: None,
             mail_from: None,
@@ -267,6 +323,7 @@ impl Connection {
             "MAIL" => self.mail(arg).await,
             "RCPT" => self.rcpt(arg).await,
             "DATA" => self.data().await,
+            "STARTTLS" => self.starttls(arg).await,
             "RSET" => {
                 self.reset();
                 self.reply("250 2.0.0 ok").await.map(|_| true)
@@ -289,6 +346,44 @@ impl Connection {
         }
     }
 
+    /// RFC 3207: answers 220, then the TLS handshake; the client starts
+    /// over with EHLO. Ok(false) when the connection must end.
+    async fn starttls(&mut self, arg: &str) -> std::io::Result<bool> {
+        let Some(acceptor) = self.tls.clone().filter(|_| !self.secured) else {
+            return self.error("502 5.5.1 command not implemented").await;
+        };
+        if !arg.is_empty() {
+            return self.error("501 5.5.4 STARTTLS takes no parameter").await;
+        }
+        // Anything sent behind STARTTLS was sent in clear text and must not
+        // be taken as coming through TLS (CVE-2011-0411).
+        if !self.reader.buffer().is_empty() {
+            self.reply("554 5.5.1 commands pipelined after STARTTLS")
+                .await?;
+            return Ok(false);
+        }
+        self.reply("220 2.0.0 ready to start TLS").await?;
+        let (reader, writer) = halves(Box::new(tokio::io::duplex(1).0));
+        let reader = std::mem::replace(&mut self.reader, reader);
+        let writer = std::mem::replace(&mut self.writer, writer);
+        let plain = reader.into_inner().unsplit(writer);
+        match tokio::time::timeout(IDLE_TIMEOUT, acceptor.accept(plain)).await {
+            Ok(Ok(tls)) => {
+                (self.reader, self.writer) = halves(Box::new(tls));
+                self.secured = true;
+                self.helo = None;
+                self.reset();
+                debug!("TLS started");
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                Ok(false)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
     fn reset(&mut self) {
         self.mail_from = None;
         self.rcpt_to.clear();
@@ -305,7 +400,12 @@ impl Connection {
         let me = &self.inbound.app.cfg.delivery.helo_name;
         let text = if verb == "EHLO" {
             let max = self.inbound.app.cfg.inbound.max_message_bytes;
-            format!("250-{me} hello {arg}\n250-PIPELINING\n250-8BITMIME\n250-ENHANCEDSTATUSCODES\n250 SIZE {max}")
+            let tls = if self.tls.is_some() && !self.secured {
+                "250-STARTTLS\n"
+            } else {
+                ""
+            };
+            format!("250-{me} hello {arg}\n250-PIPELINING\n{tls}250-8BITMIME\n250-ENHANCEDSTATUSCODES\n250 SIZE {max}")
         } else {
             format!("250 {me} hello {arg}")
         };
@@ -429,8 +529,10 @@ impl Connection {
             .filter(|c| !c.is_control())
             .collect();
         let date = chrono::Utc::now().to_rfc2822();
+        // RFC 3848: ESMTPS when the message came through TLS.
+        let proto = if self.secured { "ESMTPS" } else { "ESMTP" };
         let mut raw = format!(
-            "Return-Path: <{from}>\r\nReceived: from {helo} ([{}])\r\n\tby {me} (facteur) with ESMTP;\r\n\t{date}\r\n",
+            "Return-Path: <{from}>\r\nReceived: from {helo} ([{}])\r\n\tby {me} (facteur) with {proto};\r\n\t{date}\r\n",
             self.peer.ip()
         )
         .into_bytes();
@@ -465,10 +567,7 @@ fn path_argument(arg: &str, keyword: &str) -> Option<(String, String)> {
 /// Reads message data up to the lone dot, undoing dot-stuffing. `None`
 /// when it is larger than `max` (all of it is read anyway, so that the
 /// connection stays in step).
-async fn read_data(
-    reader: &mut BufReader<OwnedReadHalf>,
-    max: usize,
-) -> Result<Option<Vec<u8>>, Closed> {
+async fn read_data(reader: &mut Reader, max: usize) -> Result<Option<Vec<u8>>, Closed> {
     let mut body = Vec::new();
     let mut too_big = false;
     let mut line = Vec::new();
