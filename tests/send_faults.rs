@@ -180,6 +180,40 @@ async fn hangup_during_data_defers_then_delivers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_with_the_next_envelope_out_loses_nothing() {
+    // One connection carries the batch: while a body goes out, the next
+    // message's envelope follows it. When the remote hangs up during
+    // `hangup@`'s data, the message behind it (prepared, its envelope
+    // sent) goes back to the queue and is delivered later, once.
+    let bench = Bench::start(|c| c.set("delivery.default_throttle.max_connections", 1)).await;
+    let emails = [
+        "a@faults.test",
+        "hangup@faults.test",
+        "b@faults.test",
+        "c@faults.test",
+        "d@faults.test",
+    ];
+    let body = json!({
+        "from": {"email": "orders@brand.test"},
+        "subject": "Fault test",
+        "text": "Hello",
+        "category": "transactional",
+        "recipients": emails.iter().map(|e| json!({"email": e})).collect::<Vec<_>>(),
+    });
+    let ids = bench.facteur.send(&body).await;
+    for id in &ids {
+        bench.facteur.wait_state(id, "delivered", WAIT).await;
+    }
+    assert_eq!(bench.sink.events_of("hangup").len(), 1);
+    let received = bench.sink.wait_messages(emails.len(), WAIT).await;
+    let mut rcpts: Vec<String> = received.iter().flat_map(|m| m.rcpt.clone()).collect();
+    rcpts.sort();
+    let mut want: Vec<String> = emails.iter().map(|e| e.to_string()).collect();
+    want.sort();
+    assert_eq!(rcpts, want, "each message delivered exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_end_of_data_is_waited_for() {
     // The remote takes 3 s to answer the final dot: well inside the timeout.
     let bench = Bench::start(|c| c.set("delivery.command_timeout", "30s")).await;

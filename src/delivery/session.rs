@@ -619,4 +619,51 @@ mod tests {
         }
         assert_eq!(lines.last().map(String::as_str), Some("DATA"), "{lines:?}");
     }
+
+    #[tokio::test]
+    async fn a_421_after_the_body_ends_the_session_with_the_next_envelope_out() {
+        // Answers the end of data with 421 and hangs up.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"220 ready\r\n").await.unwrap();
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply: &[u8] = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    b"421 4.3.2 shutting down\r\n"
+                } else if line.starts_with("EHLO") {
+                    b"250-remote\r\n250 PIPELINING\r\n"
+                } else if line.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go ahead\r\n"
+                } else {
+                    b"250 ok\r\n"
+                };
+                let _ = w.write_all(reply).await;
+                if reply.starts_with(b"421") {
+                    break;
+                }
+            }
+        });
+        let mut s = session(closing).await;
+        let sent = s
+            .send(
+                "b@x.test",
+                "one@y.test",
+                b"hi",
+                Some(("b@x.test", "two@y.test")),
+            )
+            .await;
+        assert!(sent.then_sent, "the next envelope went out behind the body");
+        match sent.outcome {
+            Err(Outcome::Deferred { reply, .. }) => assert_eq!(reply.code, 421),
+            other => panic!("expected a 421 that ends the session, got {other:?}"),
+        }
+    }
 }
